@@ -1,0 +1,38 @@
+# driftline: the two README commands (demo, test) and the checks.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole service on the embedded broker and SQLite; show drift and a delivered trigger.
+demo: $(STAMP)
+	$(BIN)/driftline demo
+
+## Install and run the whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check driftline tests bench
+	$(BIN)/ruff format --check driftline tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/python bench/window_eval.py
+
+clean:
+	rm -rf $(VENV) .driftline driftline.db .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""The ``driftline`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from driftline import __version__
+from driftline.exceptions import DriftlineError
+from driftline.monitoring import Evaluation, evaluate_files
+from driftline.schemas.monitors import ThresholdSpec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="driftline")
+def cli() -> None:
+    """driftline: streaming drift monitoring and retraining triggers for ML models on Kafka."""
+
+
+@cli.command()
+def worker() -> None:
+    """Run the service: consume <prefix>.predictions, report drift, deliver triggers.
+
+    Configured by DRIFTLINE_* environment variables (see the README); with no
+    DRIFTLINE_KAFKA_BOOTSTRAP it starts the embedded in-memory broker.
+    """
+    from driftline.settings import load_settings
+    from driftline.stream.worker import run_worker
+
+    run_worker(load_settings())
+
+
+@cli.command()
+@click.option(
+    "--reference",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Reference (training) data: a Parquet or CSV file.",
+)
+@click.option(
+    "--current",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Current data to compare: a Parquet or CSV file.",
+)
+@click.option(
+    "--features",
+    multiple=True,
+    help="Features to compare (repeat, or comma-separate); default: every column.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["psi", "js"]),
+    default="psi",
+    show_default=True,
+    help="The metric the threshold applies to.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="A feature drifted when its metric is above this.",
+)
+@click.option(
+    "--min-rows",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Fewer current rows than this are reported but never drifted.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(
+    reference: Path,
+    current: Path,
+    features: tuple[str, ...],
+    metric: str,
+    threshold: float,
+    min_rows: int,
+    as_json: bool,
+) -> None:
+    """Compare a current data file with a reference file, feature by feature.
+
+    Prints PSI, Jensen-Shannon divergence, the threshold and the verdict of each
+    feature, and an overall verdict. Exits 0 whether or not there is drift.
+    """
+    names = [n.strip() for item in features for n in item.split(",") if n.strip()] or None
+    result = evaluate_files(
+        reference,
+        current,
+        names,
+        ThresholdSpec(metric=metric, value=threshold),
+        min_rows,
+    )
+    click.echo(result.model_dump_json(indent=2) if as_json else format_evaluation(result))
+
+
+def format_evaluation(result: Evaluation) -> str:
+    width = max(len("feature"), *(len(f.name) for f in result.features))
+    lines = [
+        f"reference: {result.reference} ({result.n_reference} rows)",
+        f"current:   {result.current} ({result.n_current} rows)",
+        "",
+        f"{'feature':<{width}}  {'kind':<11}  {'psi':>8}  {'js':>8}  {'threshold':>9}  drifted",
+    ]
+    for f in result.features:
+        lines.append(
+            f"{f.name:<{width}}  {f.kind:<11}  {f.psi:>8.4f}  {f.js:>8.4f}  "
+            f"{f.threshold:>9.4g}  {'YES' if f.drifted else 'no'}"
+        )
+    lines.append("")
+    if not result.sufficient:
+        lines.append(f"too few current rows ({result.n_current}) to call drift; see --min-rows")
+    elif result.drifted:
+        lines.append(
+            f"DRIFT: {len(result.drifted_features)} of {len(result.features)} features "
+            f"drifted ({', '.join(result.drifted_features)})"
+        )
+    else:
+        lines.append(f"no drift: 0 of {len(result.features)} features drifted")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=10),
+    default=150.0,
+    show_default=True,
+    help="Give up (exit 1) if no retraining event arrived by then.",
+)
+def demo(timeout: float) -> None:
+    """Run everything locally: broker, worker, webhook receiver and traffic; show drift live."""
+    from driftline.embedded.demo import run_demo
+
+    sys.exit(run_demo(timeout))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except DriftlineError as exc:
+        click.echo(f"driftline: error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

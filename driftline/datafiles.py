@@ -1,0 +1,93 @@
+"""Reading reference and current data files (Parquet or CSV) into detector columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from driftline.detectors.binning import category_label
+from driftline.detectors.profile import Column
+from driftline.exceptions import ReferenceDataError
+from driftline.schemas.monitors import FeatureSpec
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
+def read_table(path: Path) -> pa.Table:
+    """A Parquet or CSV file as an Arrow table (chosen by the file's suffix)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(PARQUET_SUFFIXES):
+            return pq.read_table(path)
+        if name.endswith(CSV_SUFFIXES):
+            return pacsv.read_csv(path)
+    except FileNotFoundError:
+        raise ReferenceDataError(f"data file {path} not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ReferenceDataError(f"cannot read {path}: {exc}") from None
+    raise ReferenceDataError(f"{path}: unknown file type; use a .parquet/.pq or .csv/.csv.gz file")
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    )
+
+
+def _is_categorical(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_dictionary(kind)
+    )
+
+
+def infer_features(table: pa.Table, names: Sequence[str] | None = None) -> list[FeatureSpec]:
+    """Feature specs from column types: numbers are numeric, strings and booleans categorical.
+
+    With ``names``, exactly those columns (an unsupported type is an error); without,
+    every column of a supported type (timestamps and nested types are left out).
+    """
+    chosen = list(names) if names else table.column_names
+    missing = [n for n in chosen if n not in table.column_names]
+    if missing:
+        raise ReferenceDataError(f"no column(s) {missing}; columns are {table.column_names}")
+    specs = []
+    for name in chosen:
+        kind = table.schema.field(name).type
+        if _is_numeric(kind):
+            specs.append(FeatureSpec(name=name, kind="numeric"))
+        elif _is_categorical(kind):
+            specs.append(FeatureSpec(name=name, kind="categorical"))
+        elif names:
+            raise ReferenceDataError(f"column {name!r} has type {kind}; not a usable feature")
+    return specs
+
+
+def table_columns(table: pa.Table, features: Sequence[FeatureSpec]) -> dict[str, Column]:
+    """The named columns as detector columns (float64 with NaN, or strings with None)."""
+    columns: dict[str, Column] = {}
+    for feature in features:
+        if feature.name not in table.column_names:
+            raise ReferenceDataError(
+                f"no column {feature.name!r}; columns are {table.column_names}"
+            )
+        column = table.column(feature.name)
+        if feature.kind == "numeric":
+            if not _is_numeric(column.type):
+                raise ReferenceDataError(
+                    f"column {feature.name!r} is numeric in the config but holds {column.type}"
+                )
+            values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            columns[feature.name] = np.asarray(values, dtype=np.float64)
+        else:
+            labels = [category_label(v) for v in column.to_pylist()]
+            columns[feature.name] = np.array(labels, dtype=object)
+    return columns

@@ -1,0 +1,139 @@
+"""Fixed bins, built once from the reference, into which every window's values fall.
+
+Every binning reserves bin 0 for missing values, so a spike of nulls shows as drift.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+MISSING_BIN = 0
+
+
+@dataclass(frozen=True)
+class NumericBinning:
+    """Quantile bins of a numeric feature, plus missing, below-range and above-range bins.
+
+    Bin layout: ``[missing, below min, inner_0 .. inner_{k-1}, above max]``.
+
+    >>> binning = NumericBinning.from_reference(np.arange(100.0), bins=4)
+    >>> binning.edges.tolist()
+    [0.0, 24.75, 49.5, 74.25, 99.0]
+    >>> binning.assign(np.array([np.nan, -1.0, 0.0, 50.0, 99.0, 100.0])).tolist()
+    [0, 1, 2, 4, 5, 6]
+    """
+
+    edges: npt.NDArray[np.float64]
+
+    @classmethod
+    def from_reference(cls, values: npt.NDArray[np.float64], bins: int = 10) -> NumericBinning:
+        """Edges at the reference's quantiles; repeated edges (discrete data) are merged."""
+        present = values[np.isfinite(values)]
+        if present.size == 0:
+            raise ValueError("no finite values to build bins from")
+        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+        if edges.size == 1:
+            edges = np.repeat(edges, 2)
+        return cls(edges.astype(np.float64))
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.edges.size - 1) + 3
+
+    def labels(self) -> list[str]:
+        inner = [
+            f"[{lo:.6g}, {hi:.6g})" for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True)
+        ]
+        inner[-1] = inner[-1][:-1] + "]"
+        return ["missing", f"< {self.edges[0]:.6g}", *inner, f"> {self.edges[-1]:.6g}"]
+
+    def assign(self, values: npt.NDArray[np.float64]) -> IntArray:
+        """Bin index of each value (NaN is missing)."""
+        bins = np.searchsorted(self.edges[1:-1], values, side="right").astype(np.int64) + 2
+        bins[values < self.edges[0]] = 1
+        bins[values > self.edges[-1]] = self.n_bins - 1
+        bins[np.isnan(values)] = MISSING_BIN
+        return bins
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": "numeric", "edges": self.edges.tolist()}
+
+
+@dataclass(frozen=True)
+class CategoricalBinning:
+    """The reference's most frequent categories, plus missing and other bins.
+
+    Bin layout: ``[missing, category_0 .. category_{m-1}, other]``; ``other`` holds
+    categories unseen in the reference and those past ``max_categories``.
+
+    >>> binning = CategoricalBinning.from_reference(["a", "b", "b", None], max_categories=5)
+    >>> binning.categories
+    ('b', 'a')
+    >>> binning.assign(["a", "b", "zzz", None]).tolist()
+    [2, 1, 3, 0]
+    """
+
+    categories: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        index = {name: i + 1 for i, name in enumerate(self.categories)}
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def from_reference(
+        cls, values: Iterable[str | None], max_categories: int = 50
+    ) -> CategoricalBinning:
+        counts = Counter(v for v in values if v is not None)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return cls(tuple(name for name, _ in ranked[:max_categories]))
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.categories) + 2
+
+    def labels(self) -> list[str]:
+        return ["missing", *self.categories, "other"]
+
+    def assign(self, values: Sequence[str | None]) -> IntArray:
+        """Bin index of each value (None is missing)."""
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        other = self.n_bins - 1
+        return np.fromiter(
+            (MISSING_BIN if v is None else index.get(v, other) for v in values),
+            dtype=np.int64,
+            count=len(values),
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": "categorical", "categories": list(self.categories)}
+
+
+Binning = NumericBinning | CategoricalBinning
+
+
+def binning_from_state(state: dict[str, Any]) -> Binning:
+    if state["kind"] == "numeric":
+        return NumericBinning(np.asarray(state["edges"], dtype=np.float64))
+    return CategoricalBinning(tuple(state["categories"]))
+
+
+def category_label(value: Any) -> str | None:
+    """The category string of a raw value: ``True`` -> ``"true"``, ``3.0`` -> ``"3"``.
+
+    >>> [category_label(v) for v in (True, 3, 3.0, 2.5, "x", None)]
+    ['true', '3', '3', '2.5', 'x', None]
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,75 @@
+"""Divergences between a window's bin counts and the reference's.
+
+PSI uses probabilities floored at ``eps`` (an empty bin would make it infinite);
+Jensen-Shannon needs no floor and uses the raw probabilities, in bits, so it is in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+#: Floor of a bin probability inside PSI (the value Evidently and most PSI tables use).
+DEFAULT_EPS = 1e-4
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def probabilities(counts: npt.ArrayLike) -> FloatArray:
+    """Counts as probabilities; all zeros stays all zeros.
+
+    >>> probabilities([1, 3]).tolist()
+    [0.25, 0.75]
+    """
+    array = np.asarray(counts, dtype=np.float64)
+    total = array.sum()
+    return array / total if total > 0 else array
+
+
+def floored_probabilities(counts: npt.ArrayLike, eps: float = DEFAULT_EPS) -> FloatArray:
+    """Probabilities with every bin at least ``eps``, renormalised to sum to one.
+
+    >>> floored_probabilities([0, 10], eps=0.01).round(4).tolist()
+    [0.0099, 0.9901]
+    """
+    p = np.maximum(probabilities(counts), eps)
+    return np.asarray(p / p.sum(), dtype=np.float64)
+
+
+def population_stability_index(
+    current: npt.ArrayLike, reference: npt.ArrayLike, eps: float = DEFAULT_EPS
+) -> float:
+    """PSI = sum((p - q) * ln(p / q)) over floored probabilities of two count vectors.
+
+    Symmetric, zero for identical distributions; 0.1 is "some", 0.25 "major" shift
+    by the classic rule of thumb, which ignores the sample size (see calibration).
+
+    >>> population_stability_index([50, 50], [50, 50])
+    0.0
+    >>> round(population_stability_index([80, 20], [50, 50]), 4)
+    0.4159
+    """
+    p = floored_probabilities(current, eps)
+    q = floored_probabilities(reference, eps)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def jensen_shannon_divergence(current: npt.ArrayLike, reference: npt.ArrayLike) -> float:
+    """Jensen-Shannon divergence in bits (base 2) of two count vectors, in [0, 1].
+
+    This is the divergence, the square of SciPy's ``jensenshannon`` distance.
+
+    >>> jensen_shannon_divergence([1, 0], [0, 1])
+    1.0
+    >>> jensen_shannon_divergence([3, 1], [3, 1])
+    0.0
+    """
+    p = probabilities(current)
+    q = probabilities(reference)
+    m = 0.5 * (p + q)
+    return float(max(0.0, 0.5 * (_kl_bits(p, m) + _kl_bits(q, m))))
+
+
+def _kl_bits(p: FloatArray, m: FloatArray) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log2(p[mask] / m[mask])))

@@ -1,0 +1,1 @@
+"""The zero-configuration default: an embedded broker, and the demo."""

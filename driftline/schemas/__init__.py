@@ -1,0 +1,1 @@
+"""Pydantic models at every edge of driftline: events, monitors config, reports, triggers."""

@@ -1,0 +1,179 @@
+"""Events on the wire: JSON, one ``PredictionEvent`` or one ``EventBatch`` per Kafka message.
+
+The Kafka key is the ``model_id``; the body is authoritative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+#: Epoch seconds above this are almost certainly milliseconds (year 5138).
+_MAX_EPOCH_SECONDS = 1e11
+
+FeatureValue = StrictFloat | StrictInt | StrictBool | StrictStr | None
+
+
+def parse_timestamp(value: Any) -> float:
+    """Event time as epoch seconds, from an RFC 3339 string or a number of epoch seconds.
+
+    >>> parse_timestamp("2024-05-01T12:00:00Z")
+    1714564800.0
+    >>> parse_timestamp(1714564800)
+    1714564800.0
+    """
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or epoch seconds, not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError("ts must be a finite number of epoch seconds")
+        if abs(seconds) > _MAX_EPOCH_SECONDS:
+            raise ValueError(f"ts {value} looks like milliseconds; send epoch seconds")
+        return seconds
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"ts {value!r} is not an RFC 3339 timestamp") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"ts {value!r} has no UTC offset; RFC 3339 needs one (e.g. 'Z')")
+        return moment.timestamp()
+    raise ValueError("ts must be an RFC 3339 string or epoch seconds")
+
+
+EventTime = Annotated[float, BeforeValidator(parse_timestamp)]
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class EventRow(BaseModel):
+    """One prediction inside an ``EventBatch`` (the batch carries the model)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: Identifier
+    ts: EventTime
+    features: dict[str, FeatureValue]
+    prediction: StrictFloat | StrictInt | StrictBool | StrictStr | None = None
+    segment: Identifier | None = None
+
+
+class PredictionEvent(EventRow):
+    """One prediction of one model: its input features and its output."""
+
+    model_id: Identifier
+    model_version: Identifier | None = None
+
+
+class EventBatch(BaseModel):
+    """Many rows of one model in one Kafka message (cheaper for high-volume producers)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    model_id: Identifier
+    model_version: Identifier | None = None
+    events: list[EventRow]
+
+
+class _BatchEnvelope(BaseModel):
+    """An ``EventBatch`` whose rows are validated one by one, so one bad row loses only itself."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    model_id: Identifier
+    model_version: Identifier | None = None
+    events: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A row (or a whole message, ``index`` None) that failed validation."""
+
+    index: int | None
+    reason: str
+    message: str
+    raw: Any
+
+
+@dataclass(slots=True)
+class DecodedMessage:
+    """What one Kafka message held: valid rows of one model, and the rows that were not."""
+
+    model_id: str | None
+    model_version: str | None
+    rows: list[EventRow] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    #: Index of each valid row in the batch's ``events`` (None for a single event).
+    row_indices: list[int | None] = field(default_factory=list)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A short, human message naming each bad field: ``ts: ...; features.x: ...``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode_message(value: bytes | None) -> DecodedMessage:
+    """Decode one Kafka message value into rows, keeping every failure with its reason.
+
+    >>> msg = decode_message(b'{"model_id": "m", "event_id": "1", "ts": 0, "features": {"x": 1}}')
+    >>> (msg.model_id, len(msg.rows), msg.errors)
+    ('m', 1, [])
+    >>> decode_message(b'not json').errors[0].reason
+    'decode'
+    """
+    if not value:
+        return DecodedMessage(None, None, errors=[RowError(None, "decode", "empty message", None)])
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return DecodedMessage(
+            None, None, errors=[RowError(None, "decode", f"not JSON: {exc}", None)]
+        )
+    if not isinstance(body, dict):
+        msg = f"expected a JSON object, got {type(body).__name__}"
+        return DecodedMessage(None, None, errors=[RowError(None, "schema", msg, body)])
+    if "events" in body:
+        return _decode_batch(body)
+    try:
+        event = PredictionEvent.model_validate(body)
+    except ValidationError as exc:
+        model_id = body.get("model_id") if isinstance(body.get("model_id"), str) else None
+        error = RowError(None, "schema", describe_validation_error(exc), body)
+        return DecodedMessage(model_id, None, errors=[error])
+    return DecodedMessage(event.model_id, event.model_version, rows=[event], row_indices=[None])
+
+
+def _decode_batch(body: dict[str, Any]) -> DecodedMessage:
+    try:
+        envelope = _BatchEnvelope.model_validate(body)
+    except ValidationError as exc:
+        error = RowError(None, "schema", describe_validation_error(exc), body)
+        return DecodedMessage(None, None, errors=[error])
+    decoded = DecodedMessage(envelope.model_id, envelope.model_version)
+    for index, raw in enumerate(envelope.events):
+        try:
+            decoded.rows.append(EventRow.model_validate(raw))
+            decoded.row_indices.append(index)
+        except ValidationError as exc:
+            message = f"events[{index}]: {describe_validation_error(exc)}"
+            decoded.errors.append(RowError(index, "schema", message, raw))
+    return decoded

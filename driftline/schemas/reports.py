@@ -1,0 +1,62 @@
+"""Drift reports: what one closed window looked like against the reference."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class FeatureStats(BaseModel):
+    """Moments of a feature in a window (``mean`` and the rest are None for categorical ones)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    missing_rate: float
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class FeatureDrift(BaseModel):
+    """One feature of one window compared with the reference."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    psi: float
+    js: float
+    metric: Literal["psi", "js"]
+    threshold: float
+    drifted: bool
+    stats: FeatureStats
+
+    @property
+    def score(self) -> float:
+        """The value of the metric the threshold applies to."""
+        return self.psi if self.metric == "psi" else self.js
+
+
+class DriftReport(BaseModel):
+    """One closed window of one model: every feature, and the overall verdict.
+
+    ``sufficient`` is False when the window held fewer than the monitor's ``min_events``
+    events: such a window is reported but never drifted.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    model_version: str | None
+    reference_version: int | None
+    window_start: datetime
+    window_end: datetime
+    n: int
+    sufficient: bool
+    drifted: bool
+    drifted_features: list[str]
+    features: list[FeatureDrift]

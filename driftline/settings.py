@@ -1,0 +1,71 @@
+"""Process settings: one frozen object read from ``DRIFTLINE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftline.exceptions import ConfigError
+
+
+class Settings(BaseSettings):
+    """Settings of a driftline process. Every field is ``DRIFTLINE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", frozen=True, extra="ignore")
+
+    monitors_path: Path = Field(
+        Path("monitors.yaml"), description="YAML file describing the monitored models."
+    )
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker.",
+    )
+    topic_prefix: str = Field(
+        "driftline",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Prefix of the topics <prefix>.predictions and <prefix>.dlq.",
+    )
+    topic_partitions: int = Field(
+        1, ge=1, description="Partitions for topics driftline creates when they do not exist."
+    )
+    consumer_group: str = Field(
+        "driftline", description="Kafka consumer group (the Faust app id) of the workers."
+    )
+    database_url: str = Field(
+        "sqlite:///driftline.db",
+        description="SQLAlchemy URL of the store: a SQLite file by default, or PostgreSQL.",
+    )
+    web_host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of /metrics, /healthz, /v1.")
+    batch_size: int = Field(
+        1000, ge=1, description="Most Kafka messages the agent processes in one batch."
+    )
+    batch_timeout_s: float = Field(
+        0.5, gt=0, description="Longest wait for a batch to fill before processing it anyway."
+    )
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Kafka consumer group session timeout in seconds."
+    )
+    relay_interval_s: float = Field(
+        1.0, gt=0, description="How often the outbox relay looks for due deliveries."
+    )
+    data_dir: Path = Field(
+        Path(".driftline"), description="Directory for the worker's local files (Faust datadir)."
+    )
+    log_level: str = Field(
+        "info", pattern=r"^(crit|error|warn|info|debug)$", description="Worker log level."
+    )
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; fail with a message naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"DRIFTLINE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

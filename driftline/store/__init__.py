@@ -1,0 +1,5 @@
+"""Durable state through SQLAlchemy 2: SQLite by default, PostgreSQL in production."""
+
+from driftline.store.repository import DeliveryRow, Store
+
+__all__ = ["DeliveryRow", "Store"]

@@ -1,0 +1,104 @@
+"""Tables of the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONType,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class MonitorRow(Base):
+    """The monitor configuration last started, per model."""
+
+    __tablename__ = "monitors"
+
+    model_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    reference_version: Mapped[int | None]
+    updated_at: Mapped[datetime]
+
+
+class ReferenceProfileRow(Base):
+    """A reference profile, versioned per model; equal content keeps one version."""
+
+    __tablename__ = "reference_profiles"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        UniqueConstraint("model_id", "fingerprint"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    n_rows: Mapped[int]
+    profile: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class WindowReportRow(Base):
+    """One closed window's drift report."""
+
+    __tablename__ = "window_reports"
+    __table_args__ = (
+        UniqueConstraint("model_id", "window_end"),
+        Index("ix_window_reports_model_end", "model_id", "window_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(256))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    n: Mapped[int]
+    drifted: Mapped[bool]
+    report: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class TriggerRow(Base):
+    """A retraining event, once per drift episode (its id is stable)."""
+
+    __tablename__ = "triggers"
+
+    trigger_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(256), index=True)
+    window_end: Mapped[datetime]
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class DeliveryRowModel(Base):
+    """The outbox: one delivery of a trigger to one target, with its attempts so far."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("trigger_id", "target_url"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trigger_id: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(String(256))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]

@@ -1,0 +1,323 @@
+"""The store's operations, each one transaction. Synchronous: the worker calls them in a thread."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftline.detectors.profile import ReferenceProfile
+from driftline.exceptions import ConfigError, StoreError
+from driftline.schemas.monitors import MonitorSpec, WebhookTarget
+from driftline.schemas.reports import DriftReport
+from driftline.schemas.retraining import RetrainingEvent
+from driftline.store.models import (
+    Base,
+    DeliveryRowModel,
+    MonitorRow,
+    ReferenceProfileRow,
+    TriggerRow,
+    WindowReportRow,
+)
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A due delivery, detached from its session."""
+
+    id: int
+    trigger_id: str
+    model_id: str
+    target_type: str
+    target_url: str
+    attempts: int
+    payload: str
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL and a busy timeout."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"DRIFTLINE_DATABASE_URL {url!r} is not a database URL: {exc}") from None
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, pool_pre_ping=True)
+    if parsed.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine
+
+
+class Store:
+    """Monitors, reference profiles, window reports, triggers and their deliveries."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        store = cls(create_store_engine(url))
+        store.create_schema()
+        return store
+
+    def create_schema(self) -> None:
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot create the schema in {self.engine.url!r}: {exc}") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(select(1))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- monitors and references -------------------------------------------------------
+
+    def save_profile(
+        self, model_id: str, profile: ReferenceProfile, source: str, now: datetime
+    ) -> int:
+        """Store a profile and return its version; an identical profile keeps its version."""
+        fingerprint = profile.fingerprint()
+        with self._sessions.begin() as session:
+            existing = session.scalar(
+                select(ReferenceProfileRow.version).where(
+                    ReferenceProfileRow.model_id == model_id,
+                    ReferenceProfileRow.fingerprint == fingerprint,
+                )
+            )
+            if existing is not None:
+                return existing
+            latest = (
+                session.scalar(
+                    select(func.max(ReferenceProfileRow.version)).where(
+                        ReferenceProfileRow.model_id == model_id
+                    )
+                )
+                or 0
+            )
+            session.add(
+                ReferenceProfileRow(
+                    model_id=model_id,
+                    version=latest + 1,
+                    fingerprint=fingerprint,
+                    source=source,
+                    n_rows=profile.n_rows,
+                    profile=profile.to_state(),
+                    created_at=now,
+                )
+            )
+            return latest + 1
+
+    def load_profile(
+        self, model_id: str, version: int | Literal["latest"]
+    ) -> tuple[int, ReferenceProfile] | None:
+        query = select(ReferenceProfileRow).where(ReferenceProfileRow.model_id == model_id)
+        if version == "latest":
+            query = query.order_by(ReferenceProfileRow.version.desc()).limit(1)
+        else:
+            query = query.where(ReferenceProfileRow.version == version)
+        with self._sessions() as session:
+            row = session.scalar(query)
+            if row is None:
+                return None
+            return row.version, ReferenceProfile.from_state(row.profile)
+
+    def save_monitor(self, spec: MonitorSpec, reference_version: int | None, now: datetime) -> None:
+        with self._sessions.begin() as session:
+            session.merge(
+                MonitorRow(
+                    model_id=spec.model_id,
+                    spec=spec.model_dump(mode="json"),
+                    reference_version=reference_version,
+                    updated_at=now,
+                )
+            )
+
+    # -- the stream's writes -----------------------------------------------------------
+
+    def record_results(
+        self,
+        reports: Sequence[DriftReport],
+        triggers: Sequence[RetrainingEvent],
+        targets: Mapping[str, Sequence[WebhookTarget]],
+        now: datetime,
+    ) -> None:
+        """Window reports, triggers and their outbox rows, in one transaction.
+
+        A window reported again (reprocessing after a restart) replaces its report;
+        a trigger already recorded is not recorded or delivered again.
+        """
+        with self._sessions.begin() as session:
+            for report in reports:
+                session.execute(
+                    delete(WindowReportRow).where(
+                        WindowReportRow.model_id == report.model_id,
+                        WindowReportRow.window_end == report.window_end,
+                    )
+                )
+                session.add(
+                    WindowReportRow(
+                        model_id=report.model_id,
+                        window_start=report.window_start,
+                        window_end=report.window_end,
+                        n=report.n,
+                        drifted=report.drifted,
+                        report=report.model_dump(mode="json"),
+                        created_at=now,
+                    )
+                )
+            for trigger in triggers:
+                self._add_trigger(session, trigger, targets.get(trigger.data.model_id, ()), now)
+
+    def _add_trigger(
+        self,
+        session: Session,
+        trigger: RetrainingEvent,
+        targets: Sequence[WebhookTarget],
+        now: datetime,
+    ) -> None:
+        data = trigger.data
+        if session.get(TriggerRow, data.trigger_id) is not None:
+            return
+        session.add(
+            TriggerRow(
+                trigger_id=data.trigger_id,
+                model_id=data.model_id,
+                window_end=data.window_end,
+                payload=trigger.model_dump_json(),
+                created_at=now,
+            )
+        )
+        for target in targets:
+            session.add(
+                DeliveryRowModel(
+                    trigger_id=data.trigger_id,
+                    model_id=data.model_id,
+                    target_type=target.type,
+                    target_url=str(target.url),
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+
+    # -- the relay's reads and writes --------------------------------------------------
+
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[DeliveryRow]:
+        query = (
+            select(DeliveryRowModel, TriggerRow.payload)
+            .join(TriggerRow, TriggerRow.trigger_id == DeliveryRowModel.trigger_id)
+            .where(DeliveryRowModel.status == "pending", DeliveryRowModel.next_attempt_at <= now)
+            .order_by(DeliveryRowModel.next_attempt_at)
+            .limit(limit)
+        )
+        with self._sessions() as session:
+            return [
+                DeliveryRow(
+                    row.id,
+                    row.trigger_id,
+                    row.model_id,
+                    row.target_type,
+                    row.target_url,
+                    row.attempts,
+                    payload,
+                )
+                for row, payload in session.execute(query)
+            ]
+
+    def record_attempt(
+        self,
+        delivery_id: int,
+        *,
+        status: str,
+        http_status: int | None,
+        error: str | None,
+        latency_s: float | None,
+        next_attempt_at: datetime,
+        now: datetime,
+    ) -> None:
+        with self._sessions.begin() as session:
+            row = session.get_one(DeliveryRowModel, delivery_id)
+            row.attempts += 1
+            row.status = status
+            row.last_status = http_status
+            row.last_error = error
+            row.last_latency_s = latency_s
+            row.next_attempt_at = next_attempt_at
+            if status == "delivered":
+                row.delivered_at = now
+
+    # -- queries -----------------------------------------------------------------------
+
+    def reports(self, model_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest window reports, newest first."""
+        query = select(WindowReportRow.report).order_by(
+            WindowReportRow.window_end.desc(), WindowReportRow.id.desc()
+        )
+        if model_id is not None:
+            query = query.where(WindowReportRow.model_id == model_id)
+        with self._sessions() as session:
+            return list(session.scalars(query.limit(limit)))
+
+    def deliveries(self, trigger_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(DeliveryRowModel).order_by(DeliveryRowModel.id)
+        if trigger_id is not None:
+            query = query.where(DeliveryRowModel.trigger_id == trigger_id)
+        with self._sessions() as session:
+            return [
+                {
+                    "id": r.id,
+                    "trigger_id": r.trigger_id,
+                    "model_id": r.model_id,
+                    "target_type": r.target_type,
+                    "target_url": r.target_url,
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "last_status": r.last_status,
+                    "last_error": r.last_error,
+                    "created_at": _utc(r.created_at).isoformat(),
+                    "delivered_at": _utc(r.delivered_at).isoformat() if r.delivered_at else None,
+                }
+                for r in session.scalars(query)
+            ]
+
+    def triggers(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(TriggerRow).order_by(TriggerRow.created_at)
+        if model_id is not None:
+            query = query.where(TriggerRow.model_id == model_id)
+        with self._sessions() as session:
+            return [
+                {
+                    "trigger_id": r.trigger_id,
+                    "model_id": r.model_id,
+                    "window_end": _utc(r.window_end).isoformat(),
+                    "payload": r.payload,
+                }
+                for r in session.scalars(query)
+            ]

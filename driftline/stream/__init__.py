@@ -1,0 +1,1 @@
+"""The streaming side: pure processing, and the Faust app, agent, web views and metrics."""

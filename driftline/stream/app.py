@@ -1,0 +1,134 @@
+"""The Faust app: topics, the (thin) agent, the outbox relay, and the web views."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, cast
+
+import aiohttp
+import faust
+from mode import Service
+from prometheus_client import CollectorRegistry
+
+from driftline.monitoring import Monitor
+from driftline.settings import Settings
+from driftline.store import DeliveryRow, Store
+from driftline.stream.deadletter import DeadLetter, SourceMessage
+from driftline.stream.metrics import DriftCollector, Metrics
+from driftline.stream.service import DriftService
+from driftline.stream.topics import Topics
+from driftline.stream.web import register_views
+from driftline.triggers.relay import OutboxRelay
+from driftline.triggers.webhook import WebhookSender
+
+log = logging.getLogger(__name__)
+
+
+class RelayService(Service):
+    """Runs the outbox relay every ``interval`` seconds, with its own HTTP session."""
+
+    def __init__(self, service: DriftService, interval: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._service = service
+        self._interval = interval
+        self._session: aiohttp.ClientSession | None = None
+
+    async def on_start(self) -> None:
+        self._session = aiohttp.ClientSession()
+
+    async def on_stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @Service.task
+    async def _deliver(self) -> None:
+        assert self._session is not None
+        metrics = self._service.metrics
+
+        def count(delivery: DeliveryRow, outcome: str) -> None:
+            metrics.deliveries.labels(delivery.target_type, outcome).inc()
+
+        targets = {model_id: m.spec.targets for model_id, m in self._service.monitors.items()}
+        relay = OutboxRelay(self._service.store, WebhookSender(self._session), targets, count)
+        while not self.should_stop:
+            try:
+                await relay.run_once()
+            except Exception:
+                log.exception("outbox relay pass failed; retrying")
+            await self.sleep(self._interval)
+
+
+def create_app(
+    settings: Settings,
+    bootstrap: str,
+    monitors: dict[str, Monitor],
+    store: Store,
+    registry: CollectorRegistry | None = None,
+) -> tuple[faust.App, DriftService]:
+    """The worker's Faust app and the service behind it, wired to ``bootstrap``."""
+    topics = Topics(settings.topic_prefix)
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+        store="memory://",
+        autodiscover=False,
+        datadir=str(settings.data_dir),
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        producer_acks=-1,
+    )
+    predictions = app.topic(topics.predictions, key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
+
+    async def dead_letter(letters: Sequence[DeadLetter]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                pending = [
+                    await dlq.send(key=d.key, value=d.value, headers=d.headers()) for d in letters
+                ]
+                await asyncio.gather(*pending)
+                return
+            except Exception as exc:  # the batch must not be acked before its dead letters
+                log.error("dead-lettering failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+
+    registry = registry or CollectorRegistry()
+    metrics = Metrics(registry)
+    service = DriftService(monitors, store, metrics, dead_letter)
+    registry.register(DriftCollector(service.last_reports, service.watermarks))
+
+    @app.agent(predictions, concurrency=1)
+    async def monitor_predictions(stream: faust.StreamT[bytes]) -> None:
+        # take_events acks the batch when the loop moves on, even if the body raises:
+        # handle() returns only once the batch's results are durable.
+        async for events in cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_size, within=settings.batch_timeout_s
+        ):
+            await service.handle(
+                [
+                    SourceMessage(
+                        e.message.key,
+                        e.message.value,
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                    )
+                    for e in events
+                ]
+            )
+
+    # Faust types app.service for classes; it starts instances just the same.
+    app.service(RelayService(service, settings.relay_interval_s))  # type: ignore[arg-type]
+    register_views(app, service)
+    return app, service

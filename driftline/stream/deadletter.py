@@ -1,0 +1,73 @@
+"""Dead letters: events driftline could not count, with the reason in Kafka headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from driftline.schemas.events import EventRow
+
+REASON_HEADER = "driftline-reason"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """What driftline needs of a consumed Kafka message."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One event for the dead-letter topic: its bytes, where it came from, and why."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+    message: str
+    source: SourceMessage
+    batch_index: int | None = None
+
+    def headers(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
+        moment = (now or datetime.now(UTC)).isoformat()
+        headers = [
+            (REASON_HEADER, self.reason.encode()),
+            ("driftline-error", self.message.encode()[:4000]),
+            ("driftline-source-topic", self.source.topic.encode()),
+            ("driftline-source-partition", str(self.source.partition).encode()),
+            ("driftline-source-offset", str(self.source.offset).encode()),
+            ("driftline-dead-lettered-at", moment.encode()),
+        ]
+        if self.batch_index is not None:
+            headers.append(("driftline-batch-index", str(self.batch_index).encode()))
+        return headers
+
+
+def whole_message(source: SourceMessage, reason: str, message: str) -> DeadLetter:
+    """The message as it arrived (it could not be split into rows)."""
+    return DeadLetter(source.key, source.value or b"", reason, message, source)
+
+
+def one_row(
+    source: SourceMessage,
+    reason: str,
+    message: str,
+    batch_index: int | None,
+    model_id: str | None,
+    model_version: str | None,
+    row: EventRow | Any,
+) -> DeadLetter:
+    """One row: a single event as it arrived, or a batch row as a standalone event."""
+    if batch_index is None:
+        return whole_message(source, reason, message)
+    body = row.model_dump(mode="json") if isinstance(row, EventRow) else row
+    if isinstance(body, dict):
+        body = {"model_id": model_id, "model_version": model_version, **body}
+    return DeadLetter(source.key, orjson.dumps(body), reason, message, source, batch_index)

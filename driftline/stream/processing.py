@@ -1,0 +1,156 @@
+"""Pure event processing: rows of one model in, window reports and triggers out.
+
+No Faust, no I/O, no clock: the agent passes ``now`` for the trigger timestamp.
+``driftline replay`` and the tests drive the same code as the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Self
+
+import numpy as np
+import numpy.typing as npt
+
+from driftline.detectors.binning import category_label
+from driftline.detectors.profile import Column, Histogram
+from driftline.detectors.window import PaneRing
+from driftline.monitoring import Monitor, histograms_of, window_report
+from driftline.schemas.events import EventRow
+from driftline.schemas.reports import DriftReport
+from driftline.schemas.retraining import RetrainingEvent
+from driftline.triggers.policy import EpisodePolicy, retraining_event
+
+
+@dataclass(frozen=True, slots=True)
+class Pane:
+    """The histograms of every monitored feature over one pane of event time."""
+
+    histograms: tuple[Histogram, ...]
+
+    def __add__(self, other: Self) -> Self:
+        return type(self)(
+            tuple(a + b for a, b in zip(self.histograms, other.histograms, strict=True))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A row that was not counted: its position in the input, a reason code, and why."""
+
+    position: int
+    reason: str
+    message: str
+
+
+@dataclass
+class ProcessResult:
+    accepted: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    reports: list[DriftReport] = field(default_factory=list)
+    triggers: list[RetrainingEvent] = field(default_factory=list)
+
+
+class MonitorState:
+    """Everything driftline keeps of one model: its pane ring and its trigger policy."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        window = monitor.spec.window
+        self.monitor = monitor
+        self.ring = PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
+        self.policy = EpisodePolicy(monitor.spec.policy)
+        self.model_version: str | None = None
+        self.last_report: DriftReport | None = None
+
+    def process(
+        self,
+        rows: Sequence[EventRow],
+        model_version: str | None = None,
+        now: datetime | None = None,
+    ) -> ProcessResult:
+        """Count ``rows`` into their panes, close the windows the watermark passed, decide."""
+        result = ProcessResult()
+        if model_version is not None:
+            self.model_version = model_version
+        positions, result.rejections = self._check_types(rows)
+        if positions:
+            ts = np.fromiter((rows[p].ts for p in positions), np.float64, len(positions))
+            late, watermarks = self.ring.lateness(ts)
+            for position, event_ts, mark in zip(
+                np.asarray(positions)[late], ts[late], watermarks[late], strict=True
+            ):
+                result.rejections.append(
+                    Rejection(int(position), "late", _late_message(event_ts, mark))
+                )
+            on_time = [p for p, is_late in zip(positions, late, strict=True) if not is_late]
+            self._count([rows[p] for p in on_time], ts[~late])
+            result.accepted = len(on_time)
+        for window in self.ring.close_ready():
+            report = window_report(
+                self.monitor,
+                window.summary.histograms,
+                window.start,
+                window.end,
+                self.model_version,
+            )
+            result.reports.append(report)
+            self.last_report = report
+            if self.policy.observe(report):
+                fired_at = now or datetime.now(UTC)
+                result.triggers.append(
+                    retraining_event(report, self.policy.consecutive_drifted, fired_at)
+                )
+        result.rejections.sort(key=lambda r: r.position)
+        return result
+
+    def _check_types(self, rows: Sequence[EventRow]) -> tuple[list[int], list[Rejection]]:
+        numeric = [f.name for f in self.monitor.features if f.kind == "numeric"]
+        positions, rejections = [], []
+        for position, row in enumerate(rows):
+            problem = next(
+                (name for name in numeric if isinstance(row.features.get(name), str | bool)), None
+            )
+            if problem is None:
+                positions.append(position)
+            else:
+                value = row.features[problem]
+                rejections.append(
+                    Rejection(
+                        position,
+                        "feature_type",
+                        f"features.{problem}: expected a number or null, got {value!r}",
+                    )
+                )
+        return positions, rejections
+
+    def _count(self, rows: Sequence[EventRow], ts: npt.NDArray[np.float64]) -> None:
+        if not rows:
+            return
+        columns = self._columns(rows)
+        panes = self.ring.pane_index(ts)
+        for pane in np.unique(panes):
+            selected = panes == pane
+            histograms = histograms_of(self.monitor.profile, columns, selected)
+            self.ring.add(int(pane), Pane(tuple(histograms)))
+        self.ring.observe(float(ts.max()))
+
+    def _columns(self, rows: Sequence[EventRow]) -> dict[str, Column]:
+        columns: dict[str, Column] = {}
+        for feature in self.monitor.features:
+            values = [row.features.get(feature.name) for row in rows]
+            if feature.kind == "numeric":
+                columns[feature.name] = np.array(values, dtype=np.float64)
+            else:
+                columns[feature.name] = np.array([category_label(v) for v in values], dtype=object)
+        return columns
+
+
+def _late_message(ts: float, watermark: float) -> str:
+    moment = datetime.fromtimestamp(ts, UTC).isoformat()
+    mark = datetime.fromtimestamp(watermark, UTC).isoformat()
+    return (
+        f"event time {moment} is in a window already closed (watermark {mark}); "
+        "raise window.allowed_lateness to accept later events"
+    )

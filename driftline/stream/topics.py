@@ -1,0 +1,51 @@
+"""Topic names and creation (through confluent-kafka's admin client)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from driftline.exceptions import BrokerError
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}.predictions"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    def all(self) -> list[str]:
+        return [self.predictions, self.dlq]
+
+
+def ensure_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, timeout_s: float = 15.0
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    wanted = [
+        NewTopic(n, num_partitions=partitions, replication_factor=-1)
+        for n in names
+        if n not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"cannot create topic {name}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Turning drift reports into retraining events, and delivering them."""
