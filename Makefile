@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check driftline tests bench
-	$(BIN)/ruff format --check driftline tests bench
+	$(BIN)/ruff check driftline tests
+	$(BIN)/ruff format --check driftline tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
-
-bench: $(STAMP)
-	$(BIN)/python bench/window_eval.py
 
 clean:
 	rm -rf $(VENV) .driftline driftline.db .pytest_cache .mypy_cache .ruff_cache

@@ -34,13 +34,22 @@ class NumericBinning:
 
     @classmethod
     def from_reference(cls, values: npt.NDArray[np.float64], bins: int = 10) -> NumericBinning:
-        """Edges at the reference's quantiles; repeated edges (discrete data) are merged."""
+        """Edges at the reference's quantiles (repeated edges merged).
+
+        A feature with at most ``bins`` distinct values gets one bin per value, with
+        edges half-way between them, so no value shares a bin and no bin is empty.
+        """
         present = values[np.isfinite(values)]
         if present.size == 0:
             raise ValueError("no finite values to build bins from")
-        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
-        if edges.size == 1:
-            edges = np.repeat(edges, 2)
+        distinct = np.unique(present)
+        if distinct.size == 1:
+            edges = np.repeat(distinct, 2)
+        elif distinct.size <= bins:
+            middles = (distinct[:-1] + distinct[1:]) / 2
+            edges = np.concatenate([distinct[:1], middles, distinct[-1:]])
+        else:
+            edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
         return cls(edges.astype(np.float64))
 
     @property

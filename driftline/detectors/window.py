@@ -54,7 +54,7 @@ class PaneRing(Generic[P]):
         self.allowed_lateness = float(allowed_lateness)
         self._panes: dict[int, P] = {}
         self._max_ts = -math.inf
-        self._next_close: int | None = None
+        self._closed_through: int | None = None  # newest closed pane
 
     @property
     def watermark(self) -> float:
@@ -81,7 +81,7 @@ class PaneRing(Generic[P]):
 
     def add(self, index: int, summary: P) -> None:
         """Merge ``summary`` into pane ``index`` (which must not be closed)."""
-        if self._next_close is not None and index < self._next_close:
+        if self._closed_through is not None and index <= self._closed_through:
             raise ValueError(f"pane {index} is already closed")
         current = self._panes.get(index)
         self._panes[index] = summary if current is None else current + summary
@@ -91,42 +91,43 @@ class PaneRing(Generic[P]):
         self._max_ts = max(self._max_ts, max_ts)
 
     def close_ready(self) -> list[ClosedWindow[P]]:
-        """Close every pane the watermark has passed; return the non-empty windows they end."""
-        closed: list[ClosedWindow[P]] = []
-        if self._next_close is None:
-            if not self._panes:
-                return closed
-            self._next_close = min(self._panes)
-        while (self._next_close + 1) * self.pane_seconds <= self.watermark:
-            first = self._next_close - self.panes + 1
-            for index in [i for i in self._panes if i < first]:
-                del self._panes[index]
-            in_window = sorted(i for i in self._panes if i <= self._next_close)
-            if not in_window:
-                if not self._panes:  # nothing left: every pane up to the watermark is closed
-                    self._next_close = math.floor(self.watermark / self.pane_seconds)
-                    break
-                self._next_close = min(self._panes)  # skip the empty stretch
-                continue
-            summary = self._panes[in_window[0]]
-            for index in in_window[1:]:
-                summary = summary + self._panes[index]
-            closed.append(
-                ClosedWindow(
-                    first * self.pane_seconds, (self._next_close + 1) * self.pane_seconds, summary
-                )
-            )
-            self._next_close += 1
+        """Close every pane the watermark has passed; return the non-empty windows they end.
+
+        A pane is closed exactly when the watermark is at or past its end, whether
+        it holds data or not; windows without data are not returned.
+        """
+        if self.watermark == -math.inf:
+            return []
+        last = math.floor(self.watermark / self.pane_seconds) - 1  # newest pane passed
+        first = -math.inf if self._closed_through is None else self._closed_through + 1
+        if last < first:
+            return []
+        ends: set[int] = set()
+        for index in self._panes:
+            if index <= last:
+                ends.update(range(max(index, first), min(index + self.panes - 1, last) + 1))
+        closed = [self._window(end) for end in sorted(ends)]
+        for index in [i for i in self._panes if i <= last - self.panes + 1]:
+            del self._panes[index]  # no window still to close can contain it
+        self._closed_through = last
         return closed
+
+    def _window(self, end: int) -> ClosedWindow[P]:
+        start = end - self.panes + 1
+        members = [self._panes[i] for i in sorted(self._panes) if start <= i <= end]
+        summary = members[0]
+        for pane in members[1:]:
+            summary = summary + pane
+        return ClosedWindow(start * self.pane_seconds, (end + 1) * self.pane_seconds, summary)
 
     def to_state(self, pane_state: Callable[[P], Any]) -> dict[str, Any]:
         return {
             "max_ts": None if self._max_ts == -math.inf else self._max_ts,
-            "next_close": self._next_close,
+            "closed_through": self._closed_through,
             "panes": {str(i): pane_state(p) for i, p in sorted(self._panes.items())},
         }
 
     def restore(self, state: dict[str, Any], pane_from_state: Callable[[Any], P]) -> None:
         self._max_ts = -math.inf if state["max_ts"] is None else float(state["max_ts"])
-        self._next_close = state["next_close"]
+        self._closed_through = state["closed_through"]
         self._panes = {int(i): pane_from_state(p) for i, p in state["panes"].items()}

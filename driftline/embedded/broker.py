@@ -23,9 +23,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """Start and stop a tansu broker on ``host:port`` (a free port by default).
 
-    >>> with EmbeddedBroker() as bootstrap:  # doctest: +SKIP
-    ...     print(bootstrap)
-    127.0.0.1:41235
+    As a context manager it yields the bootstrap address (``127.0.0.1:<port>``).
     """
 
     def __init__(

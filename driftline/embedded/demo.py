@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,8 @@ import yaml
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftline.embedded.broker import EmbeddedBroker, free_port
+from driftline.embedded.broker import EmbeddedBroker
+from driftline.embedded.process import WorkerProcess
 from driftline.embedded.receiver import WebhookReceiver
 from driftline.embedded.traffic import TrafficModel
 from driftline.stream.topics import Topics, ensure_topics
@@ -83,32 +83,19 @@ def write_inputs(workdir: Path, webhook_url: str) -> None:
     (workdir / "monitors.yaml").write_text(yaml.safe_dump(monitors, sort_keys=False))
 
 
-def start_worker(
-    workdir: Path, bootstrap: str, web_port: int, secret: str
-) -> subprocess.Popen[bytes]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTLINE_")}
-    env.update(
-        {
-            "DRIFTLINE_MONITORS_PATH": str(workdir / "monitors.yaml"),
-            "DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap,
-            "DRIFTLINE_DATABASE_URL": f"sqlite:///{workdir / 'driftline.db'}",
-            "DRIFTLINE_WEB_PORT": str(web_port),
-            "DRIFTLINE_DATA_DIR": str(workdir / "worker-data"),
-            "DRIFTLINE_SESSION_TIMEOUT_S": "6",
-            "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
-            "DRIFTLINE_RELAY_INTERVAL_S": "0.5",
-            "DRIFTLINE_LOG_LEVEL": "warn",
-            "DEMO_WEBHOOK_SECRET": secret,
-        }
-    )
-    log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(
-        [sys.executable, "-m", "driftline", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+def start_worker(workdir: Path, bootstrap: str, secret: str) -> WorkerProcess:
+    settings = {
+        "MONITORS_PATH": str(workdir / "monitors.yaml"),
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "DATABASE_URL": f"sqlite:///{workdir / 'driftline.db'}",
+        "DATA_DIR": str(workdir / "worker-data"),
+        "SESSION_TIMEOUT_S": "6",
+        "BATCH_TIMEOUT_S": "0.2",
+        "RELAY_INTERVAL_S": "0.5",
+        "LOG_LEVEL": "warn",
+    }
+    worker = WorkerProcess(settings, workdir / "worker.log", {"DEMO_WEBHOOK_SECRET": secret})
+    return worker.start()
 
 
 class Traffic:
@@ -192,21 +179,6 @@ async def _get(http: aiohttp.ClientSession, url: str) -> Any:
         return await (response.json() if "json" in response.content_type else response.text())
 
 
-async def _wait_healthy(
-    http: aiohttp.ClientSession, api: str, worker: subprocess.Popen[bytes], within_s: float
-) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {worker.returncode}")
-        try:
-            await _get(http, f"{api}/healthz")
-            return
-        except aiohttp.ClientError:
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the worker did not come up")
-
-
 def _dead_lettered(metrics_text: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for family in text_string_to_metric_families(metrics_text):
@@ -218,31 +190,30 @@ def _dead_lettered(metrics_text: str) -> dict[str, int]:
 
 
 async def _run(workdir: Path, budget_s: float) -> int:
-    started = time.monotonic()
+    deadline = time.monotonic() + budget_s
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     receiver = WebhookReceiver(secret)
     webhook_url = await receiver.start()
-    write_inputs(workdir, webhook_url)
-    broker = EmbeddedBroker(log_path=workdir / "broker.log")
-    bootstrap = broker.start()
-    topics = Topics("driftline")
-    ensure_topics(bootstrap, topics.all(), 1)
-    say(f"[1/4] embedded Kafka-protocol broker on {bootstrap}; webhook receiver on {webhook_url}")
-    web_port = free_port()
-    api = f"http://127.0.0.1:{web_port}"
-    worker = start_worker(workdir, bootstrap, web_port, secret)
     try:
-        async with aiohttp.ClientSession() as http:
-            await _wait_healthy(http, api, worker, 60)
+        write_inputs(workdir, webhook_url)
+        with contextlib.ExitStack() as stack:
+            broker = EmbeddedBroker(log_path=workdir / "broker.log")
+            bootstrap = broker.start()
+            stack.callback(broker.stop)
+            topics = Topics("driftline")
+            ensure_topics(bootstrap, topics.all(), 1)
+            say(f"[1/4] embedded broker on {bootstrap}; webhook receiver on {webhook_url}")
+            worker = start_worker(workdir, bootstrap, secret)
+            stack.callback(worker.stop)
+            api = worker.api
             say(f"[2/4] worker up: {api}/metrics, {api}/v1/reports (log: {workdir}/worker.log)")
             say(
                 f"[3/4] sending {CLEAN_PANES} minutes of reference-like traffic, then drifted "
                 "traffic (amount, score, country shift); windows: 5 min sliding by 1 min"
             )
-            return await _stream(http, api, receiver, topics, bootstrap, worker, started + budget_s)
+            async with aiohttp.ClientSession() as http:
+                return await _stream(http, api, receiver, topics, bootstrap, worker, deadline)
     finally:
-        _stop(worker)
-        broker.stop()
         await receiver.stop()
 
 
@@ -252,14 +223,14 @@ async def _stream(
     receiver: WebhookReceiver,
     topics: Topics,
     bootstrap: str,
-    worker: subprocess.Popen[bytes],
+    worker: WorkerProcess,
     deadline: float,
 ) -> int:
     traffic = Traffic(bootstrap, topics.predictions)
     table = LiveTable()
     table.header()
     while not receiver.arrived.is_set() and time.monotonic() < deadline:
-        if worker.poll() is not None:
+        if worker.returncode is not None:
             say(f"the worker exited with code {worker.returncode}")
             return 1
         if traffic.pane < 60:
@@ -308,16 +279,6 @@ async def _summary(
     ok = len(triggers) == 1 and len(delivered) == 1 and len(receiver.verified) == 1
     say(_bold("demo passed" if ok else "demo FAILED", "1;32" if ok else "1;31"))
     return 0 if ok else 1
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def run_demo(timeout: float = 150.0) -> int:

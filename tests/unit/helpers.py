@@ -1,0 +1,87 @@
+"""Small builders for unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from driftline.detectors.profile import ReferenceProfile
+from driftline.monitoring import Monitor
+from driftline.schemas.events import EventRow
+from driftline.schemas.monitors import MonitorSpec
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def make_monitor(
+    seed: int = 0,
+    *,
+    panes: int = 5,
+    lateness: str = "0s",
+    min_events: int = 50,
+    consecutive: int = 1,
+    clean: int = 2,
+    targets: list[dict[str, Any]] | None = None,
+) -> Monitor:
+    rng = np.random.default_rng(seed)
+    spec = MonitorSpec.model_validate(
+        {
+            "model_id": "m",
+            "reference": {"path": "unused.parquet"},
+            "features": [{"name": "x", "kind": "numeric"}, {"name": "c", "kind": "categorical"}],
+            "window": {
+                "duration": f"{panes}m",
+                "panes": panes,
+                "allowed_lateness": lateness,
+                "min_events": min_events,
+            },
+            "policy": {"consecutive_windows": consecutive, "clean_windows_to_close": clean},
+            "targets": targets or [],
+        }
+    )
+    columns = {
+        "x": rng.normal(size=5000),
+        "c": np.array(rng.choice(["a", "b", "c"], 5000, p=[0.5, 0.3, 0.2]), dtype=object),
+    }
+    assert spec.features is not None
+    return Monitor(spec, tuple(spec.features), ReferenceProfile.build(columns, spec.features), 1)
+
+
+def make_rows(
+    rng: np.random.Generator,
+    n: int,
+    start: float,
+    per_second: float,
+    shift: float = 0.0,
+    jitter: float = 0.0,
+) -> list[EventRow]:
+    ts = start + np.arange(n) / per_second + rng.uniform(-jitter, jitter, n)
+    x = rng.normal(shift, 1.0, n)
+    c = rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2] if shift == 0 else [0.2, 0.3, 0.5])
+    return [
+        EventRow(event_id=str(i), ts=float(ts[i]), features={"x": float(x[i]), "c": str(c[i])})
+        for i in range(n)
+    ]
+
+
+def assert_same_reports(left: list[Any], right: list[Any]) -> None:
+    """Equal reports: counts, PSI, JS and verdicts exactly; float moments to 1e-9.
+
+    Moments merged in another order (other batch boundaries) differ in the last bits.
+    """
+    import pytest
+
+    assert len(left) == len(right)
+    for a, b in zip(left, right, strict=True):
+        dump_a, dump_b = a.model_dump(), b.model_dump()
+        stats_a = [f.pop("stats") for f in dump_a["features"]]
+        stats_b = [f.pop("stats") for f in dump_b["features"]]
+        assert dump_a == dump_b
+        for sa, sb in zip(stats_a, stats_b, strict=True):
+            assert sa.keys() == sb.keys()
+            for key, value in sa.items():
+                if value is None or sb[key] is None:
+                    assert value == sb[key], key
+                else:
+                    assert value == pytest.approx(sb[key], rel=1e-9, abs=1e-12), key

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driftline.exceptions import ConfigError
+from driftline.schemas.monitors import load_monitors
+from driftline.settings import load_settings
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def monitor(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "model_id": "m",
+        "reference": {"path": "ref.csv"},
+        "window": {"duration": "5m", "panes": 5},
+        "targets": [{"url": "http://127.0.0.1:9/hook", "secret": SECRET}],
+    }
+    return {**base, **overrides}
+
+
+def write(tmp_path: Path, body: object) -> Path:
+    path = tmp_path / "monitors.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_valid_config_resolves_paths_and_durations(tmp_path: Path) -> None:
+    config = load_monitors(write(tmp_path, {"models": [monitor()]}))
+    (spec,) = config.models
+    assert spec.reference.path == tmp_path / "ref.csv"
+    assert spec.window.duration == 300.0
+    assert spec.window.pane_seconds == 60.0
+    assert spec.thresholds.metric == "psi"
+    assert spec.thresholds.value == 0.2
+    assert spec.targets[0].signing_secret == SECRET
+
+
+def test_secret_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    target = {"url": "http://127.0.0.1:9/hook", "secret_env": "HOOK_SECRET"}
+    config = load_monitors(write(tmp_path, {"models": [monitor(targets=[target])]}))
+    assert config.models[0].targets[0].signing_secret == SECRET
+    assert SECRET not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"window": {"duration": "five minutes"}}, "models[0].window.duration", "not a duration"),
+        ({"window": {"duration": "5s", "panes": 10}}, "models[0].window", "at least one second"),
+        ({"reference": {}}, "models[0].reference", "exactly one of 'path'"),
+        ({"thresholds": {"metrc": "psi"}}, "models[0].thresholds.metrc", "Extra inputs"),
+        ({"thresholds": {"metric": "kl"}}, "models[0].thresholds.metric", "'psi' or 'js'"),
+        (
+            {"features": [{"name": "a", "kind": "numeric"}, {"name": "a", "kind": "numeric"}]},
+            "models[0].features",
+            "repeated: ['a']",
+        ),
+        (
+            {"targets": [{"url": "http://x/", "secret_env": "DRIFTLINE_TEST_UNSET_VAR"}]},
+            "models[0].targets[0]",
+            "DRIFTLINE_TEST_UNSET_VAR is not set",
+        ),
+        (
+            {"targets": [{"url": "http://x/", "secret": "whsec_***"}]},
+            "models[0].targets[0]",
+            "not a valid whsec_",
+        ),
+        ({"targets": [{"url": "not a url", "secret": SECRET}]}, "models[0].targets[0].url", "URL"),
+    ],
+)
+def test_errors_name_the_field(
+    tmp_path: Path, change: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_monitors(write(tmp_path, {"models": [monitor(**change)]}))
+    assert f"{field}:" in str(caught.value)
+    assert message in str(caught.value)
+    assert str(tmp_path / "monitors.yaml") in str(caught.value)
+
+
+def test_duplicate_models_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models: .*repeated: \['m'\]"):
+        load_monitors(write(tmp_path, {"models": [monitor(), monitor()]}))
+    with pytest.raises(ConfigError, match="not found; set DRIFTLINE_MONITORS_PATH"):
+        load_monitors(tmp_path / "absent.yaml")
+
+
+def test_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_WEB_PORT", "seventy")
+    with pytest.raises(ConfigError, match="DRIFTLINE_WEB_PORT"):
+        load_settings()
+    monkeypatch.setenv("DRIFTLINE_WEB_PORT", "7000")
+    monkeypatch.setenv("DRIFTLINE_TOPIC_PREFIX", "bad prefix!")
+    with pytest.raises(ConfigError, match="DRIFTLINE_TOPIC_PREFIX"):
+        load_settings()
