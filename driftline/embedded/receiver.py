@@ -13,7 +13,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 @dataclass
 class Received:
+    """One request: its headers, its raw body, the parsed body if verified."""
+
     headers: dict[str, str]
+    raw: str
     body: Any
     verified: bool
     error: str | None = None
@@ -54,9 +57,9 @@ class WebhookReceiver:
         try:
             payload = Webhook(self.secret).verify(body, headers)
         except WebhookVerificationError as exc:
-            self.received.append(Received(headers, body, False, str(exc)))
+            self.received.append(Received(headers, body, None, False, str(exc)))
             return web.json_response({"error": str(exc)}, status=400)
-        self.received.append(Received(headers, payload, True))
+        self.received.append(Received(headers, body, payload, True))
         self.arrived.set()
         return web.Response(status=204)
 

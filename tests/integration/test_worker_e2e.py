@@ -1,0 +1,318 @@
+"""The real path: confluent-kafka producer -> broker -> worker process -> SQLite -> webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+from standardwebhooks import Webhook
+
+from driftline.embedded.process import WorkerProcess
+from driftline.embedded.receiver import WebhookReceiver
+from driftline.embedded.traffic import TrafficModel
+from driftline.stream.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+MODEL = "fraud-detector"
+PANE = 60
+START = 1_700_000_040  # a pane boundary (multiple of 60)
+SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32bytes!").decode()
+
+
+def write_config(directory: Path, webhook_url: str) -> Path:
+    pq.write_table(
+        pa.table(TrafficModel().sample(np.random.default_rng(1), 4000)),
+        directory / "reference.parquet",
+    )
+    config = {
+        "models": [
+            {
+                "model_id": MODEL,
+                "reference": {"path": "reference.parquet"},
+                "window": {"duration": "5m", "panes": 5, "min_events": 100},
+                "policy": {"consecutive_windows": 1, "clean_windows_to_close": 2},
+                "targets": [
+                    {"url": webhook_url, "secret_env": "E2E_WEBHOOK_SECRET", "timeout_s": 5}
+                ],
+            }
+        ]
+    }
+    path = directory / "monitors.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def traffic() -> tuple[list[bytes], list[float], dict[str, int]]:
+    """Messages to send, the event times of the valid rows, and the bad rows by reason."""
+    rng = np.random.default_rng(3)
+    messages: list[bytes] = []
+    valid_ts: list[float] = []
+    for pane in range(10):
+        model = TrafficModel(drifted=pane >= 5)
+        ts = np.sort(rng.uniform(START + pane * PANE, START + (pane + 1) * PANE, 300))
+        rows = model.rows(rng, 300, ts, pane * 1000)
+        valid_ts.extend(ts.tolist())
+        # Half as single events, half as one EventBatch.
+        for row in rows[:150]:
+            messages.append(orjson.dumps({"model_id": MODEL, "model_version": "v1", **row}))
+        messages.append(
+            orjson.dumps({"model_id": MODEL, "model_version": "v1", "events": rows[150:]})
+        )
+        if pane == 2:
+            messages.extend(bad_messages(rng))
+            valid_ts.extend([START + 150.0, START + 151.0])  # the good rows among them
+    # One event far ahead moves the watermark past every pane sent (it is counted too).
+    far = START + 30 * PANE
+    messages.append(
+        orjson.dumps(
+            {"model_id": MODEL, "event_id": "far", "ts": far, "features": {"amount": 20.0}}
+        )
+    )
+    valid_ts.append(far)
+    # Events of a model nobody monitors are skipped, not dead-lettered.
+    messages.append(orjson.dumps({"model_id": "other", "event_id": "o", "ts": far, "features": {}}))
+    return messages, valid_ts, {"decode": 1, "schema": 2, "feature_type": 1, "late": 1}
+
+
+def bad_messages(rng: np.random.Generator) -> list[bytes]:
+    good = TrafficModel().rows(rng, 2, np.array([START + 150.0, START + 151.0]), 90_000)
+    return [
+        b'{"model_id": "fraud-detector", "event_id": "broken", ',  # decode
+        orjson.dumps({"model_id": MODEL, "event_id": "no-ts", "features": {}}),  # schema
+        orjson.dumps(
+            {
+                "model_id": MODEL,
+                "event_id": "str-amount",
+                "ts": START + 150,
+                "features": {"amount": "12.5"},
+            }
+        ),  # feature_type
+        orjson.dumps(
+            {
+                "model_id": MODEL,
+                "events": [  # one bad row (schema) between good ones
+                    good[0],
+                    {"event_id": "bad-row", "ts": "not a time", "features": {}},
+                    good[1],
+                ],
+            }
+        ),
+        orjson.dumps(
+            {"model_id": MODEL, "event_id": "late", "ts": START + 1, "features": {"amount": 1.0}}
+        ),  # late: pane 0 closed by now
+    ]
+
+
+def produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "log.connection.close": False}
+    )
+    for value in messages:
+        producer.produce(topic, key=MODEL, value=value)
+    assert producer.flush(30) == 0
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, within_s: float = 30) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{topic}",
+            "auto.offset.reset": "earliest",
+            "log.connection.close": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    messages = []
+    deadline = time.monotonic() + within_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                messages.append(message)
+    finally:
+        consumer.close()
+    return messages
+
+
+async def wait_for(condition: Any, within_s: float, what: str, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + within_s
+    while not await condition():
+        if worker.returncode is not None:
+            pytest.fail(f"worker exited {worker.returncode}:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; worker log:\n{worker.log_tail()}")
+        await asyncio.sleep(0.3)
+
+
+def metric_values(text_body: str, name: str) -> dict[tuple[str, ...], float]:
+    values = {}
+    for family in text_string_to_metric_families(text_body):
+        for sample in family.samples:
+            if sample.name == name:
+                values[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
+
+
+def test_end_to_end(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    asyncio.run(_end_to_end(kafka_bootstrap, topic_prefix, tmp_path))
+
+
+async def _end_to_end(bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    receiver = WebhookReceiver(SECRET)
+    url = await receiver.start()
+    topics = Topics(prefix)
+    ensure_topics(bootstrap, topics.all(), 1)
+    database = tmp_path / "driftline.db"
+    settings = {
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "CONSUMER_GROUP": prefix,
+        "MONITORS_PATH": str(write_config(tmp_path, url)),
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DATA_DIR": str(tmp_path / "data"),
+        "SESSION_TIMEOUT_S": "6",
+        "BATCH_TIMEOUT_S": "0.2",
+        "RELAY_INTERVAL_S": "0.2",
+        "LOG_LEVEL": "info",
+    }
+    messages, valid_ts, bad = traffic()
+    worker = WorkerProcess(settings, tmp_path / "worker.log", {"E2E_WEBHOOK_SECRET": SECRET})
+    try:
+        worker.start()
+        await asyncio.to_thread(produce, bootstrap, topics.predictions, messages)
+        async with aiohttp.ClientSession() as http:
+
+            async def all_counted() -> bool:
+                async with http.get(f"{worker.api}/metrics") as response:
+                    body = await response.text()
+                counted = sum(metric_values(body, "driftline_events_processed_total").values())
+                return counted == len(valid_ts)
+
+            await wait_for(all_counted, 90, "every valid event to be counted", worker)
+            await wait_for(lambda: _true(receiver.verified), 30, "the webhook", worker)
+            await check_api(http, worker.api, bad, len(valid_ts))
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+        await receiver.stop()
+    check_reports(database, valid_ts)
+    check_webhook(receiver, database)
+    check_dead_letters(bootstrap, topics.dlq, bad)
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
+
+
+async def check_api(
+    http: aiohttp.ClientSession, api: str, bad: dict[str, int], processed: int
+) -> None:
+    async with http.get(f"{api}/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        body = await response.text()
+    dead = metric_values(body, "driftline_events_dead_lettered_total")
+    assert {dict(k)["reason"]: int(v) for k, v in dead.items()} == bad
+    assert metric_values(body, "driftline_events_skipped_total") == {(): 1.0}
+    assert metric_values(body, "driftline_triggers_total") == {(("model_id", MODEL),): 1.0}
+    psi = metric_values(body, "driftline_feature_psi")
+    assert (("feature", "amount"), ("model_id", MODEL)) in psi
+    assert metric_values(body, "driftline_feature_js")
+    async with http.get(f"{api}/readyz") as response:
+        assert response.status == 200
+    async with http.get(f"{api}/v1/reports?model_id={MODEL}&limit=3") as response:
+        assert len((await response.json())["reports"]) == 3
+    for query, status in (("limit=abc", 400), ("model_id=nobody", 404)):
+        async with http.get(f"{api}/v1/reports?{query}") as response:
+            assert response.status == status
+            assert response.content_type == "application/problem+json"
+            problem = await response.json()
+            assert problem["status"] == status
+            assert problem["detail"]
+
+
+def check_reports(database: Path, valid_ts: list[float]) -> None:
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        rows = (
+            connection.execute(text("SELECT report FROM window_reports ORDER BY window_end"))
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    reports = [json.loads(r) if isinstance(r, str) else r for r in rows]
+    ts = np.asarray(valid_ts)
+    # Panes 0..9 hold data: windows end at panes 0..13 (the far event's are still open).
+    assert len(reports) == 14
+    for report in reports:
+        start = epoch(report["window_start"])
+        end = epoch(report["window_end"])
+        assert report["n"] == int(((ts >= start) & (ts < end)).sum()), report["window_end"]
+    verdicts = [r["drifted"] for r in reports]
+    assert verdicts[:5] == [False] * 5  # windows of clean panes only
+    assert all(verdicts[7:])  # windows of 3 or more drifted panes (of 5)
+
+
+def epoch(moment: str) -> float:
+    return datetime.fromisoformat(moment).timestamp()
+
+
+def check_webhook(receiver: WebhookReceiver, database: Path) -> None:
+    assert len(receiver.received) == 1  # once per episode, and never unsigned
+    (event,) = receiver.verified
+    # Verified by the receiver, and again here on the raw bytes it kept.
+    assert Webhook(SECRET).verify(event.raw, event.headers) == event.body
+    body = event.body
+    assert body["type"] == "driftline.retraining.requested"
+    data = body["data"]
+    assert data["model_id"] == MODEL
+    assert data["model_version"] == "v1"
+    assert data["reference_version"] == 1
+    assert event.headers["webhook-id"] == data["trigger_id"]
+    names = [f["name"] for f in data["drifted_features"]]
+    assert "amount" in names
+    for feature in data["drifted_features"]:
+        assert feature["score"] > feature["threshold"] == 0.2
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        status = connection.execute(text("SELECT status FROM deliveries")).scalars().all()
+    engine.dispose()
+    assert status == ["delivered"]
+
+
+def check_dead_letters(bootstrap: str, topic: str, bad: dict[str, int]) -> None:
+    letters = consume_all(bootstrap, topic, sum(bad.values()))
+    assert len(letters) == sum(bad.values())
+    by_reason: dict[str, list[Any]] = {}
+    for message in letters:
+        headers = {k: v.decode() for k, v in message.headers()}
+        by_reason.setdefault(headers["driftline-reason"], []).append((headers, message.value()))
+        assert headers["driftline-error"]
+        assert int(headers["driftline-source-offset"]) >= 0
+        assert headers["driftline-source-partition"] == "0"
+    assert {reason: len(items) for reason, items in by_reason.items()} == bad
+    (decode,) = by_reason["decode"]
+    assert decode[1].startswith(b'{"model_id": "fraud-detector", "event_id": "broken"')
+    batch_row = [h for h, _ in by_reason["schema"] if "driftline-batch-index" in h]
+    assert batch_row[0]["driftline-batch-index"] == "1"
+    assert "events[1]: ts" in batch_row[0]["driftline-error"]
+    (feature_type,) = by_reason["feature_type"]
+    assert "features.amount" in feature_type[0]["driftline-error"]
+    (late,) = by_reason["late"]
+    assert json.loads(late[1])["event_id"] == "late"
+    assert "already closed" in late[0]["driftline-error"]

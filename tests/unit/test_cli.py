@@ -1,0 +1,136 @@
+"""``driftline evaluate`` and the command line's errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from driftline.cli import cli, main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """20 numeric features; the first three shifted by half a sigma in the current data."""
+    rng = np.random.default_rng(11)
+    directory = tmp_path_factory.mktemp("data")
+    reference = {f"f{i:02d}": rng.normal(size=10_000) for i in range(20)}
+    current = {f"f{i:02d}": rng.normal(0.5 if i < 3 else 0.0, 1.0, 1000) for i in range(20)}
+    paths = {
+        "ref.parquet": directory / "ref.parquet",
+        "cur.parquet": directory / "cur.parquet",
+        "ref.csv": directory / "ref.csv",
+        "cur.csv": directory / "cur.csv",
+    }
+    pq.write_table(pa.table(reference), paths["ref.parquet"])
+    pq.write_table(pa.table(current), paths["cur.parquet"])
+    pacsv.write_csv(pa.table(reference), paths["ref.csv"])
+    pacsv.write_csv(pa.table(current), paths["cur.csv"])
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("ref", "cur"),
+    [("ref.parquet", "cur.parquet"), ("ref.csv", "cur.csv"), ("ref.parquet", "cur.csv")],
+)
+def test_evaluate_json(files: dict[str, Path], ref: str, cur: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--reference", str(files[ref]), "--current", str(files[cur]), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["drifted"] is True
+    assert len(body["features"]) == 20
+    for feature in body["features"]:
+        assert {"name", "psi", "js", "threshold", "drifted"} <= feature.keys()
+        assert feature["threshold"] == 0.2
+    assert body["drifted_features"] == ["f00", "f01", "f02"]
+    assert [f["name"] for f in body["features"] if f["drifted"]] == ["f00", "f01", "f02"]
+
+
+def test_evaluate_matches_between_csv_and_parquet(files: dict[str, Path]) -> None:
+    runs = [
+        json.loads(
+            CliRunner()
+            .invoke(
+                cli,
+                [
+                    "evaluate",
+                    "--reference",
+                    str(files[f"ref.{kind}"]),
+                    "--current",
+                    str(files[f"cur.{kind}"]),
+                    "--json",
+                ],
+            )
+            .output
+        )
+        for kind in ("csv", "parquet")
+    ]
+    for a, b in zip(runs[0]["features"], runs[1]["features"], strict=True):
+        assert a["psi"] == pytest.approx(b["psi"], abs=1e-12)
+
+
+def test_evaluate_text_features_and_metric(files: dict[str, Path]) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--reference",
+            str(files["ref.csv"]),
+            "--current",
+            str(files["cur.csv"]),
+            "--features",
+            "f00,f05",
+            "--features",
+            "f06",
+            "--metric",
+            "js",
+            "--threshold",
+            "0.02",
+        ],
+    )
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines[4:7]] == ["f00", "f05", "f06"]
+    assert lines[4].endswith("YES")
+    assert lines[5].endswith("no")
+    assert "DRIFT: 1 of 3 features drifted (f00)" in result.output
+
+
+def test_no_drift_exits_zero(files: dict[str, Path]) -> None:
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--reference", str(files["ref.csv"]), "--current", str(files["ref.csv"])]
+    )
+    assert result.exit_code == 0
+    assert "no drift: 0 of 20 features drifted" in result.output
+
+
+def test_errors_are_one_clear_line(
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cases = [
+        (["--reference", str(tmp_path / "absent.csv")], "data file"),
+        (["--reference", str(files["ref.csv"]), "--features", "nope"], "no column(s) ['nope']"),
+    ]
+    for args, message in cases:
+        argv = ["driftline", "evaluate", "--current", str(files["cur.csv"]), *args]
+        monkeypatch.setattr("sys.argv", argv)
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["evaluate"], ["demo"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output

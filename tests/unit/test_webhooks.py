@@ -1,0 +1,127 @@
+"""Webhook signing and the outbox relay, against a real local HTTP server."""
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from driftline.schemas.monitors import WebhookTarget
+from driftline.store import Store
+from driftline.triggers.relay import OutboxRelay
+from driftline.triggers.webhook import WebhookSender
+from tests.unit.helpers import SECRET
+from tests.unit.test_store import NOW, drifting_results
+
+
+class Receiver:
+    """Answers with the given statuses in turn (then 204) and keeps every request."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict[str, str], str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.text()))
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 204)
+
+
+async def serve(receiver: Receiver) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/hook"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.connect(f"sqlite:///{tmp_path / 's.db'}")
+    yield store
+    store.close()
+
+
+async def deliver_until_done(
+    statuses: list[int], store: Store, max_attempts: int = 8
+) -> tuple[Receiver, list[str]]:
+    receiver = Receiver(statuses)
+    runner, url = await serve(receiver)
+    target = WebhookTarget(url=url, secret=SECRET, max_attempts=max_attempts)  # type: ignore[arg-type]
+    reports, triggers = drifting_results()
+    store.record_results(reports, triggers, {"m": [target]}, NOW)
+    outcomes: list[str] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            relay = OutboxRelay(
+                store,
+                WebhookSender(session),
+                {"m": [target]},
+                on_outcome=lambda _d, outcome: outcomes.append(outcome),
+            )
+            for _ in range(max_attempts + 2):
+                await relay.run_once()
+                # Make the retry due now instead of after the real backoff.
+                with store.engine.begin() as connection:
+                    connection.exec_driver_sql(
+                        "UPDATE deliveries SET next_attempt_at = '2000-01-01 00:00:00'"
+                    )
+    finally:
+        await runner.cleanup()
+    return receiver, outcomes
+
+
+def test_retries_keep_the_webhook_id_and_every_signature_verifies(store: Store) -> None:
+    receiver, outcomes = asyncio.run(deliver_until_done([500, 500, 500], store))
+    assert outcomes == ["retry", "retry", "retry", "delivered"]
+    assert len(receiver.requests) == 4
+    ids = {headers["webhook-id"] for headers, _ in receiver.requests}
+    (trigger,) = store.triggers()
+    assert ids == {trigger["trigger_id"]}
+    for headers, body in receiver.requests:
+        payload = Webhook(SECRET).verify(body, headers)
+        assert payload["type"] == "driftline.retraining.requested"
+        assert payload["data"]["trigger_id"] == trigger["trigger_id"]
+        assert payload["data"]["drifted_features"]
+        assert headers["Content-Type"] == "application/json"
+    (row,) = store.deliveries()
+    assert row["status"] == "delivered"
+    assert row["attempts"] == 4
+
+
+def test_a_delivery_past_its_budget_is_dead(store: Store) -> None:
+    receiver, outcomes = asyncio.run(deliver_until_done([500] * 10, store, max_attempts=3))
+    assert outcomes == ["retry", "retry", "dead"]
+    assert len(receiver.requests) == 3
+    (row,) = store.deliveries()
+    assert row["status"] == "dead"
+    assert row["last_error"] == "HTTP 500"
+
+
+def test_wrong_secret_does_not_verify() -> None:
+    from driftline.triggers.webhook import signed_headers
+
+    headers = signed_headers(SECRET, "msg_1", '{"a": 1}', datetime.now(UTC))
+    assert Webhook(SECRET).verify('{"a": 1}', headers) == {"a": 1}
+    other = Webhook("whsec_" + "A" * 32)
+    with pytest.raises(Exception, match="No matching signature"):
+        other.verify('{"a": 1}', headers)
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(SECRET).verify('{"a": 2}', headers)
+
+
+def test_unreachable_receiver_is_an_error_not_a_crash() -> None:
+    async def attempt() -> str | None:
+        target = WebhookTarget(url="http://127.0.0.1:9/hook", secret=SECRET, timeout_s=2)  # type: ignore[arg-type]
+        async with aiohttp.ClientSession() as session:
+            result = await WebhookSender(session).send(target, "id", "{}", datetime.now(UTC))
+        assert not result.ok
+        return result.error
+
+    assert "Connect" in (asyncio.run(attempt()) or "")
