@@ -99,7 +99,10 @@ class PaneRing(Generic[P]):
         if self.watermark == -math.inf:
             return []
         last = math.floor(self.watermark / self.pane_seconds) - 1  # newest pane passed
-        first = -math.inf if self._closed_through is None else self._closed_through + 1
+        if self._closed_through is not None:
+            first = self._closed_through + 1
+        else:  # nothing closed yet: no window ends before the oldest pane
+            first = min(self._panes, default=last + 1)
         if last < first:
             return []
         ends: set[int] = set()
