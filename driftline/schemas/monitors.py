@@ -233,5 +233,5 @@ def describe_config_error(exc: ValidationError) -> str:
         where = ""
         for part in err["loc"]:
             where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
-        parts.append(f"{where or 'file'}: {err['msg']}")
+        parts.append(f"{where or 'file'}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)

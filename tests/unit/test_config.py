@@ -96,3 +96,14 @@ def test_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("DRIFTLINE_TOPIC_PREFIX", "bad prefix!")
     with pytest.raises(ConfigError, match="DRIFTLINE_TOPIC_PREFIX"):
         load_settings()
+
+
+def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUD_WEBHOOK_SECRET", SECRET)
+    example = Path(__file__).parents[2] / "examples" / "monitors.yaml"
+    (spec,) = load_monitors(example).models
+    assert spec.model_id == "fraud-detector"
+    assert spec.window.pane_seconds == 60.0
+    assert spec.window.allowed_lateness == 30.0
+    assert [f.name for f in spec.features or []] == ["amount", "country", "score"]
+    assert spec.policy.consecutive_windows == 2
