@@ -34,23 +34,27 @@ class Monitor:
     def model_id(self) -> str:
         return self.spec.model_id
 
-    def threshold(self, feature: FeatureSpec) -> float:
-        return feature.threshold or self.spec.thresholds.value
-
 
 def build_monitor(spec: MonitorSpec) -> Monitor:
     """Build the reference profile of a monitor whose reference is a data file."""
     if spec.reference.path is None:
         raise ReferenceDataError(f"model {spec.model_id}: the reference is not a file")
-    table = read_table(spec.reference.path)
-    features = spec.features or infer_features(table)
-    if not features:
-        raise ReferenceDataError(f"{spec.reference.path}: no numeric or categorical columns")
-    try:
-        profile = ReferenceProfile.build(table_columns(table, features), features)
-    except ValueError as exc:
-        raise ReferenceDataError(f"model {spec.model_id}: {exc}") from None
+    features, profile = profile_file(spec.reference.path, spec.features)
     return Monitor(spec, tuple(features), profile)
+
+
+def profile_file(
+    path: Path, features: Sequence[FeatureSpec] | None = None, names: Sequence[str] | None = None
+) -> tuple[list[FeatureSpec], ReferenceProfile]:
+    """The reference profile of a data file: of ``features``, or inferred from its columns."""
+    table = read_table(path)
+    chosen = list(features) if features else infer_features(table, names)
+    if not chosen:
+        raise ReferenceDataError(f"{path}: no numeric or categorical columns")
+    try:
+        return chosen, ReferenceProfile.build(table_columns(table, chosen), chosen)
+    except ValueError as exc:
+        raise ReferenceDataError(f"{path}: {exc}") from None
 
 
 def feature_stats(feature: FeatureProfile, histogram: Histogram) -> FeatureStats:
@@ -67,26 +71,32 @@ def feature_stats(feature: FeatureProfile, histogram: Histogram) -> FeatureStats
     )
 
 
-def compare_feature(
-    feature: FeatureProfile,
-    histogram: Histogram,
+def compare_features(
+    features: Sequence[FeatureSpec],
+    profile: ReferenceProfile,
+    histograms: Sequence[Histogram],
     thresholds: ThresholdSpec,
-    threshold: float,
     sufficient: bool,
-) -> FeatureDrift:
-    """One feature's drift: PSI, JS, and drifted when the chosen metric passes the threshold."""
-    psi, js = feature.compare(histogram)
-    score = psi if thresholds.metric == "psi" else js
-    return FeatureDrift(
-        name=feature.name,
-        kind=feature.kind,
-        psi=psi,
-        js=js,
-        metric=thresholds.metric,
-        threshold=threshold,
-        drifted=sufficient and score > threshold,
-        stats=feature_stats(feature, histogram),
-    )
+) -> list[FeatureDrift]:
+    """Each feature's drift: PSI, JS, and drifted when the chosen metric passes its threshold."""
+    drifts = []
+    for spec, feature, histogram in zip(features, profile.features, histograms, strict=True):
+        psi, js = feature.compare(histogram)
+        threshold = spec.threshold or thresholds.value
+        score = psi if thresholds.metric == "psi" else js
+        drifts.append(
+            FeatureDrift(
+                name=feature.name,
+                kind=feature.kind,
+                psi=psi,
+                js=js,
+                metric=thresholds.metric,
+                threshold=threshold,
+                drifted=sufficient and score > threshold,
+                stats=feature_stats(feature, histogram),
+            )
+        )
+    return drifts
 
 
 def window_report(
@@ -99,14 +109,9 @@ def window_report(
     """The drift report of one window whose per-feature histograms are given in feature order."""
     n = histograms[0].n if histograms else 0
     sufficient = n >= monitor.spec.window.min_events
-    drifts = [
-        compare_feature(
-            profile, histogram, monitor.spec.thresholds, monitor.threshold(spec), sufficient
-        )
-        for spec, profile, histogram in zip(
-            monitor.features, monitor.profile.features, histograms, strict=True
-        )
-    ]
+    drifts = compare_features(
+        monitor.features, monitor.profile, histograms, monitor.spec.thresholds, sufficient
+    )
     drifted = [d.name for d in drifts if d.drifted]
     return DriftReport(
         model_id=monitor.model_id,
@@ -158,27 +163,17 @@ def evaluate_files(
     min_drifted_features: int = 1,
 ) -> Evaluation:
     """Compare a current data file with a reference file, as one window of the worker would."""
-    reference_table = read_table(reference)
+    features, profile = profile_file(reference, names=feature_names)
     current_table = read_table(current)
-    features = infer_features(reference_table, feature_names)
-    if not features:
-        raise ReferenceDataError(f"{reference}: no numeric or categorical columns to compare")
-    try:
-        profile = ReferenceProfile.build(table_columns(reference_table, features), features)
-    except ValueError as exc:
-        raise ReferenceDataError(f"{reference}: {exc}") from None
     histograms = histograms_of(profile, table_columns(current_table, features))
     n = current_table.num_rows
     sufficient = n >= min_rows
-    drifts = [
-        compare_feature(fp, h, thresholds, spec.threshold or thresholds.value, sufficient)
-        for spec, fp, h in zip(features, profile.features, histograms, strict=True)
-    ]
+    drifts = compare_features(features, profile, histograms, thresholds, sufficient)
     drifted = [d.name for d in drifts if d.drifted]
     return Evaluation(
         reference=str(reference),
         current=str(current),
-        n_reference=reference_table.num_rows,
+        n_reference=profile.n_rows,
         n_current=n,
         sufficient=sufficient,
         drifted=len(drifted) >= min_drifted_features,

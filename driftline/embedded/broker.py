@@ -20,6 +20,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes], within_s: float) -> int:
+    """SIGTERM, then SIGKILL if it is still running after ``within_s``; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class EmbeddedBroker:
     """Start and stop a tansu broker on ``host:port`` (a free port by default).
 
@@ -88,15 +100,9 @@ class EmbeddedBroker:
         raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} in {timeout_s}s")
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
+        if self._process is not None:
+            stop_process(self._process, within_s=5)
+            self._process = None
 
     def __enter__(self) -> str:
         return self.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from driftline.embedded.broker import free_port
+from driftline.embedded.broker import free_port, stop_process
 
 
 class WorkerProcess:
@@ -78,17 +77,7 @@ class WorkerProcess:
 
     def stop(self, within_s: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after ``within_s``; returns the exit code."""
-        process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=within_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return None if self._process is None else stop_process(self._process, within_s)
 
     def __enter__(self) -> WorkerProcess:
         return self.start()

@@ -1,7 +1,11 @@
-"""HTTP views on the worker's web port: metrics, health, readiness and the /v1 API."""
+"""HTTP views on the worker's web port: metrics, health, readiness and the /v1 API.
+
+Store reads run in a thread so a slow database does not stall the stream.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -47,7 +51,7 @@ def register_views(app: faust.App, service: DriftService) -> None:
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            checks = {"store": service.store_healthy and store.ping()}
+            checks = {"store": service.store_healthy and await asyncio.to_thread(store.ping)}
             ready = all(checks.values())
             return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -66,17 +70,19 @@ def register_views(app: faust.App, service: DriftService) -> None:
                 limit = _limit(request)
             except ValueError as exc:
                 return problem(self, 400, "Invalid query", str(exc))
-            return self.json({"reports": store.reports(model_id, limit)})
+            return self.json({"reports": await asyncio.to_thread(store.reports, model_id, limit)})
 
     @app.page("/v1/triggers")
     class Triggers(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"triggers": store.triggers(request.query.get("model_id"))})
+            model_id = request.query.get("model_id")
+            return self.json({"triggers": await asyncio.to_thread(store.triggers, model_id)})
 
     @app.page("/v1/deliveries")
     class Deliveries(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"deliveries": store.deliveries(request.query.get("trigger_id"))})
+            trigger_id = request.query.get("trigger_id")
+            return self.json({"deliveries": await asyncio.to_thread(store.deliveries, trigger_id)})
 
 
 def _model_summary(service: DriftService, model_id: str) -> dict[str, Any]:
