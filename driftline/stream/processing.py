@@ -68,9 +68,13 @@ class MonitorState:
         self,
         rows: Sequence[EventRow],
         model_version: str | None = None,
-        now: datetime | None = None,
+        *,
+        now: datetime,
     ) -> ProcessResult:
-        """Count ``rows`` into their panes, close the windows the watermark passed, decide."""
+        """Count ``rows`` into their panes, close the windows the watermark passed, decide.
+
+        ``now`` (wall-clock time) only stamps the retraining events fired.
+        """
         result = ProcessResult()
         if model_version is not None:
             self.model_version = model_version
@@ -98,9 +102,8 @@ class MonitorState:
             result.reports.append(report)
             self.last_report = report
             if self.policy.observe(report):
-                fired_at = now or datetime.now(UTC)
                 result.triggers.append(
-                    retraining_event(report, self.policy.consecutive_drifted, fired_at)
+                    retraining_event(report, self.policy.consecutive_drifted, now)
                 )
         result.rejections.sort(key=lambda r: r.position)
         return result

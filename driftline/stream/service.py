@@ -135,7 +135,7 @@ class DriftService:
         triggers: list[RetrainingEvent],
     ) -> int:
         try:
-            result = self.states[model_id].process(group.rows, group.model_version, now)
+            result = self.states[model_id].process(group.rows, group.model_version, now=now)
         except Exception as exc:  # a bug must not lose events: dead-letter them all
             log.exception("processing %d events of %s failed", len(group.rows), model_id)
             for row, (source, index) in zip(group.rows, group.origins, strict=True):
