@@ -55,14 +55,27 @@ def worker() -> None:
     type=click.Choice(["psi", "js"]),
     default="psi",
     show_default=True,
-    help="The metric the threshold applies to.",
+    help="The metric thresholds apply to.",
 )
 @click.option(
     "--threshold",
     type=click.FloatRange(min=0, min_open=True),
-    default=0.2,
+    default=None,
+    help="A fixed threshold for every feature (default: calibrated thresholds).",
+)
+@click.option(
+    "--false-alarm-rate",
+    type=click.FloatRange(min=0, max=0.5, min_open=True, max_open=True),
+    default=0.01,
     show_default=True,
-    help="A feature drifted when its metric is above this.",
+    help="Calibrated: chance that data without drift is called drifted.",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["bonferroni", "bh"]),
+    default="bonferroni",
+    show_default=True,
+    help="Calibrated: multiple-testing control across features.",
 )
 @click.option(
     "--min-rows",
@@ -77,23 +90,30 @@ def evaluate(
     current: Path,
     features: tuple[str, ...],
     metric: str,
-    threshold: float,
+    threshold: float | None,
+    false_alarm_rate: float,
+    correction: str,
     min_rows: int,
     as_json: bool,
 ) -> None:
     """Compare a current data file with a reference file, feature by feature.
 
     Prints PSI, Jensen-Shannon divergence, the threshold and the verdict of each
-    feature, and an overall verdict. Exits 0 whether or not there is drift.
+    feature, and an overall verdict, exactly as the worker judges one window.
+    Thresholds are calibrated from the reference for the number of current rows
+    unless --threshold is given. Exits 0 whether or not there is drift.
     """
     names = [n.strip() for item in features for n in item.split(",") if n.strip()] or None
-    result = evaluate_files(
-        reference,
-        current,
-        names,
-        ThresholdSpec(metric=metric, value=threshold),
-        min_rows,
+    thresholds = ThresholdSpec.model_validate(
+        {
+            "mode": "calibrated" if threshold is None else "fixed",
+            "metric": metric,
+            "value": threshold or 0.2,
+            "false_alarm_rate": false_alarm_rate,
+            "correction": correction,
+        }
     )
+    result = evaluate_files(reference, current, names, thresholds, min_rows)
     click.echo(result.model_dump_json(indent=2) if as_json else format_evaluation(result))
 
 

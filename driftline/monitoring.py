@@ -15,6 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from driftline.datafiles import infer_features, read_table, table_columns
+from driftline.detectors.calibration import benjamini_hochberg
 from driftline.detectors.profile import Column, FeatureProfile, Histogram, ReferenceProfile
 from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec, MonitorSpec, ThresholdSpec
@@ -40,7 +41,7 @@ def build_monitor(spec: MonitorSpec) -> Monitor:
     if spec.reference.path is None:
         raise ReferenceDataError(f"model {spec.model_id}: the reference is not a file")
     features, profile = profile_file(spec.reference.path, spec.features)
-    return Monitor(spec, tuple(features), profile)
+    return Monitor(spec, tuple(features), calibrate(profile, spec.thresholds))
 
 
 def profile_file(
@@ -78,25 +79,59 @@ def compare_features(
     thresholds: ThresholdSpec,
     sufficient: bool,
 ) -> list[FeatureDrift]:
-    """Each feature's drift: PSI, JS, and drifted when the chosen metric passes its threshold."""
-    drifts = []
-    for spec, feature, histogram in zip(features, profile.features, histograms, strict=True):
-        psi, js = feature.compare(histogram)
-        threshold = spec.threshold or thresholds.value
-        score = psi if thresholds.metric == "psi" else js
-        drifts.append(
+    """Each feature's PSI, JS, threshold, p-value (calibrated mode) and verdict."""
+    pairs = [f.compare(h) for f, h in zip(profile.features, histograms, strict=True)]
+    scores = np.array([psi if thresholds.metric == "psi" else js for psi, js in pairs])
+    n = histograms[0].n if histograms else 0
+    limits, p_values, drifted = _decide(profile, scores, n, thresholds)
+    out = []
+    for i, (spec, feature, histogram) in enumerate(
+        zip(features, profile.features, histograms, strict=True)
+    ):
+        limit, flagged = float(limits[i]), bool(drifted[i])
+        if spec.threshold is not None:  # a per-feature fixed override
+            limit, flagged = spec.threshold, bool(scores[i] > spec.threshold)
+        out.append(
             FeatureDrift(
                 name=feature.name,
                 kind=feature.kind,
-                psi=psi,
-                js=js,
+                psi=pairs[i][0],
+                js=pairs[i][1],
                 metric=thresholds.metric,
-                threshold=threshold,
-                drifted=sufficient and score > threshold,
+                threshold=limit,
+                p_value=None if p_values is None else float(p_values[i]),
+                drifted=sufficient and flagged,
                 stats=feature_stats(feature, histogram),
             )
         )
-    return drifts
+    return out
+
+
+def _decide(
+    profile: ReferenceProfile, scores: npt.NDArray[np.float64], n: int, thresholds: ThresholdSpec
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None, list[bool]]:
+    """``(thresholds, p_values, drifted)`` of every feature."""
+    if thresholds.mode == "fixed":
+        return np.full(scores.shape, thresholds.value), None, list(scores > thresholds.value)
+    calibration = profile.calibration
+    if calibration is None or calibration.metric != thresholds.metric:
+        raise ReferenceDataError("the reference profile is not calibrated for this metric")
+    p_values = calibration.p_values(n, scores)
+    if thresholds.correction == "bh":
+        drifted = benjamini_hochberg(p_values.tolist(), thresholds.false_alarm_rate)
+        limits = calibration.thresholds(n, "bh", rejections=sum(drifted))
+        return limits, p_values, drifted
+    limits = calibration.thresholds(n)
+    return limits, p_values, list(scores > limits)
+
+
+def calibrate(profile: ReferenceProfile, thresholds: ThresholdSpec) -> ReferenceProfile:
+    """The profile with the calibration ``thresholds`` need (none in fixed mode)."""
+    if thresholds.mode == "fixed":
+        return profile
+    return profile.calibrated(
+        thresholds.metric, thresholds.false_alarm_rate, thresholds.calibration_samples
+    )
 
 
 def window_report(
@@ -164,6 +199,7 @@ def evaluate_files(
 ) -> Evaluation:
     """Compare a current data file with a reference file, as one window of the worker would."""
     features, profile = profile_file(reference, names=feature_names)
+    profile = calibrate(profile, thresholds)
     current_table = read_table(current)
     histograms = histograms_of(profile, table_columns(current_table, features))
     n = current_table.num_rows

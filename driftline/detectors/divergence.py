@@ -49,9 +49,7 @@ def population_stability_index(
     >>> round(population_stability_index([80, 20], [50, 50]), 4)
     0.4159
     """
-    p = floored_probabilities(current, eps)
-    q = floored_probabilities(reference, eps)
-    return float(np.sum((p - q) * np.log(p / q)))
+    return float(psi_rows(np.atleast_2d(np.asarray(current, dtype=np.float64)), reference, eps)[0])
 
 
 def jensen_shannon_divergence(current: npt.ArrayLike, reference: npt.ArrayLike) -> float:
@@ -64,12 +62,30 @@ def jensen_shannon_divergence(current: npt.ArrayLike, reference: npt.ArrayLike) 
     >>> jensen_shannon_divergence([3, 1], [3, 1])
     0.0
     """
-    p = probabilities(current)
+    return float(js_rows(np.atleast_2d(np.asarray(current, dtype=np.float64)), reference)[0])
+
+
+def psi_rows(current: FloatArray, reference: npt.ArrayLike, eps: float = DEFAULT_EPS) -> FloatArray:
+    """PSI of each row of ``current`` (counts, one window per row) against ``reference``."""
+    p = np.maximum(_row_probabilities(current), eps)
+    p /= p.sum(axis=1, keepdims=True)
+    q = floored_probabilities(reference, eps)
+    return np.asarray(np.sum((p - q) * np.log(p / q), axis=1), dtype=np.float64)
+
+
+def js_rows(current: FloatArray, reference: npt.ArrayLike) -> FloatArray:
+    """Jensen-Shannon divergence (bits) of each row of ``current`` against ``reference``."""
+    p = _row_probabilities(current)
     q = probabilities(reference)
     m = 0.5 * (p + q)
-    return float(max(0.0, 0.5 * (_kl_bits(p, m) + _kl_bits(q, m))))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+    return np.asarray(np.maximum(0.0, 0.5 * (kl_p + kl_q)), dtype=np.float64)
 
 
-def _kl_bits(p: FloatArray, m: FloatArray) -> float:
-    mask = p > 0
-    return float(np.sum(p[mask] * np.log2(p[mask] / m[mask])))
+def _row_probabilities(counts: FloatArray) -> FloatArray:
+    totals = counts.sum(axis=1, keepdims=True)
+    out = np.zeros(counts.shape, dtype=np.float64)
+    np.divide(counts, totals, out=out, where=totals > 0)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -17,6 +17,7 @@ from driftline.detectors.binning import (
     NumericBinning,
     binning_from_state,
 )
+from driftline.detectors.calibration import Calibration, Metric
 from driftline.detectors.divergence import (
     DEFAULT_EPS,
     jensen_shannon_divergence,
@@ -151,6 +152,8 @@ class ReferenceProfile:
 
     features: tuple[FeatureProfile, ...]
     n_rows: int
+    calibration: Calibration | None = None
+    _samples: int = field(default=0, repr=False)
 
     @classmethod
     def build(
@@ -169,13 +172,44 @@ class ReferenceProfile:
                 return feature
         raise KeyError(name)
 
+    def calibrated(self, metric: Metric, alpha: float, samples: int) -> ReferenceProfile:
+        """This profile with thresholds calibrated for ``metric`` at false-alarm rate ``alpha``.
+
+        Seeded from the histograms' content: the same reference calibrates the same way.
+        """
+        current = self.calibration
+        if (
+            current is not None
+            and (current.metric, current.alpha) == (metric, alpha)
+            and (self._samples == samples)
+        ):
+            return self
+        base = replace(self, calibration=None)
+        seed = int(base.fingerprint()[:15], 16)
+        histograms = [f.histogram.counts for f in self.features]
+        calibration = Calibration.build(histograms, metric, alpha, seed, samples)
+        return replace(self, calibration=calibration, _samples=samples)
+
     def to_state(self) -> dict[str, Any]:
-        return {"n_rows": self.n_rows, "features": [f.to_state() for f in self.features]}
+        state: dict[str, Any] = {
+            "n_rows": self.n_rows,
+            "features": [f.to_state() for f in self.features],
+        }
+        if self.calibration is not None:
+            state["calibration"] = {**self.calibration.to_state(), "samples": self._samples}
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ReferenceProfile:
+        features = tuple(FeatureProfile.from_state(f) for f in state["features"])
+        calibration = state.get("calibration")
+        if calibration is None:
+            return cls(features, int(state["n_rows"]))
         return cls(
-            tuple(FeatureProfile.from_state(f) for f in state["features"]), int(state["n_rows"])
+            features,
+            int(state["n_rows"]),
+            Calibration.from_state(calibration),
+            int(calibration["samples"]),
         )
 
     def fingerprint(self) -> str:

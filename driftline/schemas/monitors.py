@@ -113,11 +113,26 @@ class WindowSpec(_Strict):
 
 
 class ThresholdSpec(_Strict):
-    """When a feature counts as drifted: its ``metric`` above ``value``."""
+    """When a feature counts as drifted.
 
-    mode: Literal["fixed"] = "fixed"
+    ``calibrated`` (default): thresholds from the reference, per feature and window
+    size, so that a window without drift is flagged with probability
+    ``false_alarm_rate`` across all the model's features. ``fixed``: the metric above
+    ``value`` for every feature and window size.
+    """
+
+    mode: Literal["calibrated", "fixed"] = "calibrated"
     metric: Literal["psi", "js"] = "psi"
-    value: float = Field(0.2, gt=0, description="Threshold on the metric (PSI 0.2 by default).")
+    value: float = Field(0.2, gt=0, description="Fixed mode: threshold on the metric.")
+    false_alarm_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="Calibrated mode: chance a no-drift window is flagged."
+    )
+    correction: Literal["bonferroni", "bh"] = Field(
+        "bonferroni", description="Calibrated mode: multiple-testing control across features."
+    )
+    calibration_samples: int = Field(
+        2000, ge=200, le=100_000, description="Simulated no-drift windows per window size."
+    )
 
 
 class PolicySpec(_Strict):

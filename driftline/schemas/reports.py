@@ -32,6 +32,8 @@ class FeatureDrift(BaseModel):
     js: float
     metric: Literal["psi", "js"]
     threshold: float
+    #: Calibrated mode: the chance of a score this high without drift (per feature).
+    p_value: float | None = None
     drifted: bool
     stats: FeatureStats
 

@@ -11,7 +11,7 @@ import faust
 
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.exceptions import ReferenceDataError
-from driftline.monitoring import Monitor, build_monitor
+from driftline.monitoring import Monitor, build_monitor, calibrate
 from driftline.schemas.monitors import MonitorSpec, load_monitors
 from driftline.settings import Settings
 from driftline.store import Store
@@ -36,6 +36,7 @@ def prepare_monitor(spec: MonitorSpec, store: Store) -> Monitor:
                 "start once with reference.path to store one"
             )
         version, profile = loaded
+        profile = calibrate(profile, spec.thresholds)
         features = tuple(spec.features or ())
         if [f.name for f in features] != [f.name for f in profile.features]:
             raise ReferenceDataError(

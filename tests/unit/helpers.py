@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from driftline.detectors.profile import ReferenceProfile
-from driftline.monitoring import Monitor
+from driftline.monitoring import Monitor, calibrate
 from driftline.schemas.events import EventRow
 from driftline.schemas.monitors import MonitorSpec
 
@@ -23,6 +23,7 @@ def make_monitor(
     consecutive: int = 1,
     clean: int = 2,
     targets: list[dict[str, Any]] | None = None,
+    thresholds: dict[str, Any] | None = None,
 ) -> Monitor:
     rng = np.random.default_rng(seed)
     spec = MonitorSpec.model_validate(
@@ -37,6 +38,7 @@ def make_monitor(
                 "min_events": min_events,
             },
             "policy": {"consecutive_windows": consecutive, "clean_windows_to_close": clean},
+            "thresholds": thresholds or {},
             "targets": targets or [],
         }
     )
@@ -45,7 +47,8 @@ def make_monitor(
         "c": np.array(rng.choice(["a", "b", "c"], 5000, p=[0.5, 0.3, 0.2]), dtype=object),
     }
     assert spec.features is not None
-    return Monitor(spec, tuple(spec.features), ReferenceProfile.build(columns, spec.features), 1)
+    profile = calibrate(ReferenceProfile.build(columns, spec.features), spec.thresholds)
+    return Monitor(spec, tuple(spec.features), profile, 1)
 
 
 def make_rows(
