@@ -16,6 +16,8 @@ from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+#: A reference column of this name is the model's output when features are inferred.
+PREDICTION_COLUMN = "prediction"
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
 
@@ -42,18 +44,16 @@ def _is_numeric(kind: pa.DataType) -> bool:
 
 def _is_categorical(kind: pa.DataType) -> bool:
     return bool(
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_dictionary(kind)
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
     )
 
 
 def infer_features(table: pa.Table, names: Sequence[str] | None = None) -> list[FeatureSpec]:
-    """Feature specs from column types: numbers are numeric, strings and booleans categorical.
+    """Feature specs from column types: numbers numeric, strings categorical, booleans boolean.
 
     With ``names``, exactly those columns (an unsupported type is an error); without,
-    every column of a supported type (timestamps and nested types are left out).
+    every column of a supported type (timestamps and nested types are left out). A
+    column named ``prediction`` is the model's output (``source: prediction``).
     """
     chosen = list(names) if names else table.column_names
     missing = [n for n in chosen if n not in table.column_names]
@@ -62,10 +62,13 @@ def infer_features(table: pa.Table, names: Sequence[str] | None = None) -> list[
     specs = []
     for name in chosen:
         kind = table.schema.field(name).type
+        source = "prediction" if name == PREDICTION_COLUMN else "features"
         if _is_numeric(kind):
-            specs.append(FeatureSpec(name=name, kind="numeric"))
+            specs.append(FeatureSpec(name=name, kind="numeric", source=source))
+        elif pa.types.is_boolean(kind):
+            specs.append(FeatureSpec(name=name, kind="boolean", source=source))
         elif _is_categorical(kind):
-            specs.append(FeatureSpec(name=name, kind="categorical"))
+            specs.append(FeatureSpec(name=name, kind="categorical", source=source))
         elif names:
             raise ReferenceDataError(f"column {name!r} has type {kind}; not a usable feature")
     return specs
@@ -88,6 +91,10 @@ def table_columns(table: pa.Table, features: Sequence[FeatureSpec]) -> dict[str,
             values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
             columns[feature.name] = np.asarray(values, dtype=np.float64)
         else:
+            if feature.kind == "boolean" and not pa.types.is_boolean(column.type):
+                raise ReferenceDataError(
+                    f"column {feature.name!r} is boolean in the config but holds {column.type}"
+                )
             labels = [category_label(v) for v in column.to_pylist()]
             columns[feature.name] = np.array(labels, dtype=object)
     return columns

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from driftline.datafiles import infer_features, read_table, table_columns
+from driftline.detectors.binning import CategoricalBinning
 from driftline.detectors.calibration import benjamini_hochberg
 from driftline.detectors.profile import Column, FeatureProfile, Histogram, ReferenceProfile
 from driftline.exceptions import ReferenceDataError
@@ -59,16 +60,24 @@ def profile_file(
 
 
 def feature_stats(feature: FeatureProfile, histogram: Histogram) -> FeatureStats:
+    """Count, missing rate, moments and quantiles (numeric) or the unseen rate (categorical)."""
     n = histogram.n
+    base = {"count": n, "missing_rate": histogram.missing / n if n else 0.0}
+    binning = feature.binning
+    if isinstance(binning, CategoricalBinning):
+        unseen = int(histogram.counts[binning.unseen_bin])
+        return FeatureStats(**base, unseen_rate=unseen / n if n else 0.0)
     moments = histogram.moments
-    numeric = feature.kind == "numeric" and moments.count > 0
+    if moments.count == 0:
+        return FeatureStats(**base)
     return FeatureStats(
-        count=n,
-        missing_rate=histogram.missing / n if n else 0.0,
-        mean=moments.mean if numeric else None,
-        std=moments.std if numeric and moments.count > 1 else None,
-        min=moments.min if numeric else None,
-        max=moments.max if numeric else None,
+        **base,
+        mean=moments.mean,
+        std=moments.std if moments.count > 1 else None,
+        min=moments.min,
+        max=moments.max,
+        p50=binning.quantile(histogram.sketch, 0.5, moments.min, moments.max),
+        p95=binning.quantile(histogram.sketch, 0.95, moments.min, moments.max),
     )
 
 
@@ -102,6 +111,7 @@ def compare_features(
                 p_value=None if p_values is None else float(p_values[i]),
                 drifted=sufficient and flagged,
                 stats=feature_stats(feature, histogram),
+                reference=feature_stats(feature, feature.histogram),
             )
         )
     return out
@@ -123,6 +133,11 @@ def _decide(
         return limits, p_values, drifted
     limits = calibration.thresholds(n)
     return limits, p_values, list(scores > limits)
+
+
+def ranked_drifted(drifts: Sequence[FeatureDrift]) -> list[str]:
+    """Names of the drifted features, the furthest past its threshold first."""
+    return [d.name for d in sorted((d for d in drifts if d.drifted), key=lambda d: -d.ratio)]
 
 
 def calibrate(profile: ReferenceProfile, thresholds: ThresholdSpec) -> ReferenceProfile:
@@ -147,7 +162,7 @@ def window_report(
     drifts = compare_features(
         monitor.features, monitor.profile, histograms, monitor.spec.thresholds, sufficient
     )
-    drifted = [d.name for d in drifts if d.drifted]
+    drifted = ranked_drifted(drifts)
     return DriftReport(
         model_id=monitor.model_id,
         model_version=model_version,
@@ -205,7 +220,7 @@ def evaluate_files(
     n = current_table.num_rows
     sufficient = n >= min_rows
     drifts = compare_features(features, profile, histograms, thresholds, sufficient)
-    drifted = [d.name for d in drifts if d.drifted]
+    drifted = ranked_drifted(drifts)
     return Evaluation(
         reference=str(reference),
         current=str(current),

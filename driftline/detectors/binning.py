@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,10 @@ import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
 MISSING_BIN = 0
+#: Reference categories past the top K kept to tell "other" from "unseen".
+MAX_RARE_CATEGORIES = 10_000
+#: Quantile-sketch bins of a numeric feature (edges at reference percentiles).
+SKETCH_BINS = 100
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,10 @@ class NumericBinning:
     """
 
     edges: npt.NDArray[np.float64]
+    #: Edges at the reference's percentiles: a fine, mergeable sketch for quantiles.
+    sketch_edges: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.float64)
+    )
 
     @classmethod
     def from_reference(cls, values: npt.NDArray[np.float64], bins: int = 10) -> NumericBinning:
@@ -50,7 +58,41 @@ class NumericBinning:
             edges = np.concatenate([distinct[:1], middles, distinct[-1:]])
         else:
             edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
-        return cls(edges.astype(np.float64))
+        sketch = np.unique(np.quantile(present, np.linspace(0.0, 1.0, SKETCH_BINS + 1)))
+        return cls(edges.astype(np.float64), sketch.astype(np.float64))
+
+    def sketch(self, values: npt.NDArray[np.float64]) -> IntArray:
+        """Counts of the non-missing values over ``[below, sketch bins.., above]``."""
+        present = values[~np.isnan(values)]
+        edges = self.sketch_edges
+        bins = np.searchsorted(edges[1:-1], present, side="right").astype(np.int64) + 1
+        bins[present < edges[0]] = 0
+        bins[present > edges[-1]] = edges.size
+        return np.bincount(bins, minlength=edges.size + 1).astype(np.int64)
+
+    def quantile(self, sketch: IntArray, q: float, low: float, high: float) -> float | None:
+        """The q-quantile from sketch counts; ``low``/``high`` (min/max) bound the end bins.
+
+        Exact to within one reference percentile bin.
+        """
+        total = int(sketch.sum())
+        if total == 0:
+            return None
+        bounds = np.concatenate(
+            [
+                [min(low, self.sketch_edges[0])],
+                self.sketch_edges,
+                [max(high, self.sketch_edges[-1])],
+            ]
+        )
+        target = q * total
+        cumulative = np.cumsum(sketch)
+        i = int(np.searchsorted(cumulative, target, side="left"))
+        i = min(i, sketch.size - 1)
+        before = cumulative[i] - sketch[i]
+        share = (target - before) / sketch[i] if sketch[i] else 0.0
+        value = bounds[i] + share * (bounds[i + 1] - bounds[i])
+        return float(min(max(value, low), high))
 
     @property
     def n_bins(self) -> int:
@@ -72,56 +114,77 @@ class NumericBinning:
         return bins
 
     def to_state(self) -> dict[str, Any]:
-        return {"kind": "numeric", "edges": self.edges.tolist()}
+        return {
+            "kind": "numeric",
+            "edges": self.edges.tolist(),
+            "sketch_edges": self.sketch_edges.tolist(),
+        }
 
 
 @dataclass(frozen=True)
 class CategoricalBinning:
-    """The reference's most frequent categories, plus missing and other bins.
+    """The reference's most frequent categories, plus missing, other and unseen bins.
 
-    Bin layout: ``[missing, category_0 .. category_{m-1}, other]``; ``other`` holds
-    categories unseen in the reference and those past ``max_categories``.
+    Bin layout: ``[missing, category_0 .. category_{m-1}, other, unseen]``: ``other``
+    holds reference categories past ``max_categories`` (``rare``), ``unseen`` values
+    the reference never had. Booleans are the categories ``false`` and ``true``.
 
-    >>> binning = CategoricalBinning.from_reference(["a", "b", "b", None], max_categories=5)
-    >>> binning.categories
-    ('b', 'a')
-    >>> binning.assign(["a", "b", "zzz", None]).tolist()
-    [2, 1, 3, 0]
+    >>> binning = CategoricalBinning.from_reference(["a", "b", "b", "c", None], max_categories=2)
+    >>> binning.categories, binning.rare
+    (('b', 'a'), ('c',))
+    >>> binning.assign(["a", "b", "c", "zzz", None]).tolist()
+    [2, 1, 3, 4, 0]
     """
 
     categories: tuple[str, ...]
+    rare: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         index = {name: i + 1 for i, name in enumerate(self.categories)}
+        index.update({name: len(self.categories) + 1 for name in self.rare})
         object.__setattr__(self, "_index", index)
 
     @classmethod
     def from_reference(
-        cls, values: Iterable[str | None], max_categories: int = 50
+        cls,
+        values: Iterable[str | None],
+        max_categories: int = 50,
+        max_rare: int = MAX_RARE_CATEGORIES,
     ) -> CategoricalBinning:
         counts = Counter(v for v in values if v is not None)
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        return cls(tuple(name for name, _ in ranked[:max_categories]))
+        ranked = [name for name, _ in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
+        return cls(
+            tuple(ranked[:max_categories]),
+            tuple(ranked[max_categories : max_categories + max_rare]),
+        )
+
+    @classmethod
+    def boolean(cls) -> CategoricalBinning:
+        return cls(("false", "true"))
 
     @property
     def n_bins(self) -> int:
-        return len(self.categories) + 2
+        return len(self.categories) + 3
+
+    @property
+    def unseen_bin(self) -> int:
+        return self.n_bins - 1
 
     def labels(self) -> list[str]:
-        return ["missing", *self.categories, "other"]
+        return ["missing", *self.categories, "other", "unseen"]
 
     def assign(self, values: Sequence[str | None]) -> IntArray:
         """Bin index of each value (None is missing)."""
         index: dict[str, int] = self._index  # type: ignore[attr-defined]
-        other = self.n_bins - 1
+        unseen = self.unseen_bin
         return np.fromiter(
-            (MISSING_BIN if v is None else index.get(v, other) for v in values),
+            (MISSING_BIN if v is None else index.get(v, unseen) for v in values),
             dtype=np.int64,
             count=len(values),
         )
 
     def to_state(self) -> dict[str, Any]:
-        return {"kind": "categorical", "categories": list(self.categories)}
+        return {"kind": "categorical", "categories": list(self.categories), "rare": list(self.rare)}
 
 
 Binning = NumericBinning | CategoricalBinning
@@ -129,8 +192,11 @@ Binning = NumericBinning | CategoricalBinning
 
 def binning_from_state(state: dict[str, Any]) -> Binning:
     if state["kind"] == "numeric":
-        return NumericBinning(np.asarray(state["edges"], dtype=np.float64))
-    return CategoricalBinning(tuple(state["categories"]))
+        return NumericBinning(
+            np.asarray(state["edges"], dtype=np.float64),
+            np.asarray(state.get("sketch_edges", ()), dtype=np.float64),
+        )
+    return CategoricalBinning(tuple(state["categories"]), tuple(state.get("rare", ())))
 
 
 def category_label(value: Any) -> str | None:

@@ -25,7 +25,7 @@ from driftline.detectors.divergence import (
 )
 from driftline.detectors.moments import Moments
 
-FeatureKind = Literal["numeric", "categorical"]
+FeatureKind = Literal["numeric", "categorical", "boolean"]
 #: A numeric column is float64 with NaN for missing; a categorical one, objects (str or None).
 Column = npt.NDArray[np.float64] | npt.NDArray[np.object_]
 
@@ -45,7 +45,7 @@ class FeatureDefinition(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Histogram:
-    """Bin counts (and, for numeric features, moments) of one feature over some rows.
+    """Bin counts, moments and a quantile sketch of one feature over some rows.
 
     Histograms of disjoint rows add up to the histogram of their union.
 
@@ -57,19 +57,22 @@ class Histogram:
 
     counts: npt.NDArray[np.int64]
     moments: Moments
+    sketch: npt.NDArray[np.int64]
 
     @classmethod
     def observe(cls, binning: Binning, column: Column) -> Histogram:
         counts = np.bincount(binning.assign(column), minlength=binning.n_bins)  # type: ignore[arg-type]
-        numeric = isinstance(binning, NumericBinning)
-        return cls(counts.astype(np.int64), Moments.of(column) if numeric else Moments())  # type: ignore[arg-type]
-
-    @classmethod
-    def empty(cls, binning: Binning) -> Histogram:
-        return cls(np.zeros(binning.n_bins, dtype=np.int64), Moments())
+        if isinstance(binning, NumericBinning):
+            values = np.asarray(column, dtype=np.float64)
+            return cls(counts.astype(np.int64), Moments.of(values), binning.sketch(values))
+        return cls(counts.astype(np.int64), Moments(), _NO_SKETCH)
 
     def __add__(self, other: Histogram) -> Histogram:
-        return Histogram(self.counts + other.counts, self.moments + other.moments)
+        return Histogram(
+            self.counts + other.counts,
+            self.moments + other.moments,
+            self.sketch + other.sketch if self.sketch.size else self.sketch,
+        )
 
     @property
     def n(self) -> int:
@@ -80,13 +83,22 @@ class Histogram:
         return int(self.counts[0])
 
     def to_state(self) -> dict[str, Any]:
-        return {"counts": self.counts.tolist(), "moments": self.moments.to_state()}
+        return {
+            "counts": self.counts.tolist(),
+            "moments": self.moments.to_state(),
+            "sketch": self.sketch.tolist(),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Histogram:
         return cls(
-            np.asarray(state["counts"], dtype=np.int64), Moments.from_state(state["moments"])
+            np.asarray(state["counts"], dtype=np.int64),
+            Moments.from_state(state["moments"]),
+            np.asarray(state.get("sketch", ()), dtype=np.int64),
         )
+
+
+_NO_SKETCH = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,8 @@ class FeatureProfile:
             binning = NumericBinning.from_reference(
                 np.asarray(column, dtype=np.float64), feature.bins
             )
+        elif feature.kind == "boolean":
+            binning = CategoricalBinning.boolean()
         else:
             binning = CategoricalBinning.from_reference(column, feature.max_categories)
         return cls(feature.name, feature.kind, binning, Histogram.observe(binning, column))

@@ -53,10 +53,15 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    """One monitored input feature."""
+    """One monitored feature: an input feature, or the model's prediction."""
 
     name: str = Field(min_length=1)
-    kind: Literal["numeric", "categorical"]
+    kind: Literal["numeric", "categorical", "boolean"]
+    source: Literal["features", "prediction"] = Field(
+        "features",
+        description="Where events carry it: in 'features', or as the 'prediction'. "
+        "The reference file's column has the feature's name either way.",
+    )
     bins: int = Field(10, ge=2, le=100, description="Quantile bins of a numeric feature.")
     max_categories: int = Field(
         50, ge=1, le=1000, description="Most reference categories kept; rarer ones pool as other."
@@ -204,6 +209,8 @@ class MonitorSpec(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"feature names must be unique; repeated: {duplicates}")
+        if sum(f.source == "prediction" for f in features or []) > 1:
+            raise ValueError("at most one feature can have source: prediction")
         return features
 
 

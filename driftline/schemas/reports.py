@@ -19,6 +19,10 @@ class FeatureStats(BaseModel):
     std: float | None = None
     min: float | None = None
     max: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    #: Categorical features: share of values the reference never had.
+    unseen_rate: float | None = None
 
 
 class FeatureDrift(BaseModel):
@@ -27,7 +31,7 @@ class FeatureDrift(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    kind: Literal["numeric", "categorical"]
+    kind: Literal["numeric", "categorical", "boolean"]
     psi: float
     js: float
     metric: Literal["psi", "js"]
@@ -35,12 +39,19 @@ class FeatureDrift(BaseModel):
     #: Calibrated mode: the chance of a score this high without drift (per feature).
     p_value: float | None = None
     drifted: bool
+    #: The window's statistics, and the reference's for comparison.
     stats: FeatureStats
+    reference: FeatureStats
 
     @property
     def score(self) -> float:
         """The value of the metric the threshold applies to."""
         return self.psi if self.metric == "psi" else self.js
+
+    @property
+    def ratio(self) -> float:
+        """How far past (above 1) or below its threshold the score is."""
+        return self.score / self.threshold if self.threshold > 0 else float(self.score > 0)
 
 
 class DriftReport(BaseModel):
@@ -60,5 +71,6 @@ class DriftReport(BaseModel):
     n: int
     sufficient: bool
     drifted: bool
+    #: Drifted features, the furthest past its threshold first.
     drifted_features: list[str]
     features: list[FeatureDrift]

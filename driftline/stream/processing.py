@@ -6,7 +6,7 @@ No Faust, no I/O, no clock: the agent passes ``now`` for the trigger timestamp.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Self
@@ -19,6 +19,7 @@ from driftline.detectors.profile import Column, Histogram
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
 from driftline.schemas.events import EventRow
+from driftline.schemas.monitors import FeatureSpec
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.triggers.policy import EpisodePolicy, retraining_event
@@ -109,21 +110,29 @@ class MonitorState:
         return result
 
     def _check_types(self, rows: Sequence[EventRow]) -> tuple[list[int], list[Rejection]]:
-        numeric = [f.name for f in self.monitor.features if f.kind == "numeric"]
+        checks = [(f, _EXPECTED[f.kind]) for f in self.monitor.features if f.kind in _EXPECTED]
         positions, rejections = [], []
         for position, row in enumerate(rows):
             problem = next(
-                (name for name in numeric if isinstance(row.features.get(name), str | bool)), None
+                (
+                    (f, value)
+                    for f, allowed in checks
+                    if (value := _value(row, f)) is not None and not allowed(value)
+                ),
+                None,
             )
             if problem is None:
                 positions.append(position)
             else:
-                value = row.features[problem]
+                feature, value = problem
+                where = (
+                    "prediction" if feature.source == "prediction" else f"features.{feature.name}"
+                )
                 rejections.append(
                     Rejection(
                         position,
                         "feature_type",
-                        f"features.{problem}: expected a number or null, got {value!r}",
+                        f"{where}: expected {_EXPECTED_TEXT[feature.kind]} or null, got {value!r}",
                     )
                 )
         return positions, rejections
@@ -142,7 +151,7 @@ class MonitorState:
     def _columns(self, rows: Sequence[EventRow]) -> dict[str, Column]:
         columns: dict[str, Column] = {}
         for feature in self.monitor.features:
-            values = [row.features.get(feature.name) for row in rows]
+            values = [_value(row, feature) for row in rows]
             if feature.kind == "numeric":
                 columns[feature.name] = np.array(values, dtype=np.float64)
             else:
@@ -157,3 +166,16 @@ def _late_message(ts: float, watermark: float) -> str:
         f"event time {moment} is in a window already closed (watermark {mark}); "
         "raise window.allowed_lateness to accept later events"
     )
+
+
+def _value(row: EventRow, feature: FeatureSpec) -> object:
+    if feature.source == "prediction":
+        return row.prediction
+    return row.features.get(feature.name)
+
+
+_EXPECTED: dict[str, Callable[[object], bool]] = {
+    "numeric": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+}
+_EXPECTED_TEXT = {"numeric": "a number", "boolean": "true/false"}

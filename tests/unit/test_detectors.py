@@ -59,8 +59,11 @@ def test_categorical_bins_and_labels() -> None:
         ["a"] * 5 + ["b"] * 3 + ["c"] * 1 + [None], max_categories=2
     )
     assert binning.categories == ("a", "b")
-    assert binning.labels() == ["missing", "a", "b", "other"]
-    assert binning.assign(["c", None, "b", "zz"]).tolist() == [3, 0, 2, 3]
+    assert binning.rare == ("c",)
+    assert binning.labels() == ["missing", "a", "b", "other", "unseen"]
+    assert binning.assign(["c", None, "b", "zz"]).tolist() == [3, 0, 2, 4]
+    flags = CategoricalBinning.boolean()
+    assert flags.assign(["true", "false", None, "maybe"]).tolist() == [2, 1, 0, 4]
     assert [category_label(v) for v in (False, 0, 1.0)] == ["false", "0", "1"]
 
 
