@@ -109,6 +109,18 @@ class MonitorState:
         result.rejections.sort(key=lambda r: r.position)
         return result
 
+    def flush(self, *, now: datetime) -> ProcessResult:
+        """Close every open window, as if event time had moved a whole window on."""
+        window = self.monitor.spec.window
+        if self.ring.watermark != float("-inf"):
+            self.ring.observe(
+                self.ring.watermark
+                + window.allowed_lateness
+                + window.duration
+                + window.pane_seconds
+            )
+        return self.process([], now=now)
+
     def _check_types(self, rows: Sequence[EventRow]) -> tuple[list[int], list[Rejection]]:
         checks = [(f, _EXPECTED[f.kind]) for f in self.monitor.features if f.kind in _EXPECTED]
         positions, rejections = [], []

@@ -9,19 +9,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftline.monitoring import Monitor
-from driftline.schemas.events import EventRow, decode_message
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store import Store
-from driftline.stream.deadletter import DeadLetter, SourceMessage, one_row, whole_message
+from driftline.stream.batch import StreamProcessor
+from driftline.stream.deadletter import DeadLetter, SourceMessage
 from driftline.stream.metrics import Metrics
-from driftline.stream.processing import MonitorState
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +28,8 @@ DeadLetterSender = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 STORE_RETRY_S = (0.5, 30.0)
 
 
-@dataclass
-class _ModelRows:
-    rows: list[EventRow] = field(default_factory=list)
-    origins: list[tuple[SourceMessage, int | None]] = field(default_factory=list)
-    model_version: str | None = None
-
-
 class DriftService:
-    """Holds each monitored model's state and processes batches of messages into it."""
+    """The stream processor, with its I/O: dead letters, the store, metrics."""
 
     def __init__(
         self,
@@ -47,8 +38,9 @@ class DriftService:
         metrics: Metrics,
         dead_letter: DeadLetterSender,
     ) -> None:
-        self.monitors = dict(monitors)
-        self.states = {model_id: MonitorState(m) for model_id, m in monitors.items()}
+        self.processor = StreamProcessor(monitors)
+        self.monitors = self.processor.monitors
+        self.states = self.processor.states
         self.store = store
         self.metrics = metrics
         self._dead_letter = dead_letter
@@ -67,23 +59,20 @@ class DriftService:
     async def handle(self, messages: Sequence[SourceMessage]) -> None:
         """Process one batch; returns only once its results are durable (then it may be acked)."""
         started = time.perf_counter()
-        dead: list[DeadLetter] = []
-        groups = self._group(messages, dead)
         now = datetime.now(UTC)
-        reports: list[DriftReport] = []
-        triggers: list[RetrainingEvent] = []
-        for model_id, group in groups.items():
-            accepted = self._process(model_id, group, now, dead, reports, triggers)
+        result = self.processor.process(messages, now)
+        for model_id, accepted in result.accepted.items():
             self.metrics.events_processed.labels(model_id).inc(accepted)
-        if dead:
-            await self._dead_letter(dead)
-            for letter in dead:
+        self.metrics.events_skipped.inc(result.skipped)
+        if result.dead:
+            await self._dead_letter(result.dead)
+            for letter in result.dead:
                 self.metrics.events_dead_lettered.labels(letter.reason).inc()
-        if reports or triggers:
-            await self._write(reports, triggers, now)
-        for report in reports:
+        if result.reports or result.triggers:
+            await self._write(result.reports, result.triggers, now)
+        for report in result.reports:
             self.metrics.windows_closed.labels(report.model_id, str(report.drifted).lower()).inc()
-        for trigger in triggers:
+        for trigger in result.triggers:
             self.metrics.triggers.labels(trigger.data.model_id).inc()
             log.warning(
                 "drift episode opened for %s: trigger %s (%s)",
@@ -92,81 +81,6 @@ class DriftService:
                 ", ".join(f.name for f in trigger.data.drifted_features),
             )
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-
-    def _group(
-        self, messages: Sequence[SourceMessage], dead: list[DeadLetter]
-    ) -> dict[str, _ModelRows]:
-        groups: dict[str, _ModelRows] = {}
-        for source in messages:
-            decoded = decode_message(source.value)
-            for error in decoded.errors:
-                if error.index is None:
-                    dead.append(whole_message(source, error.reason, error.message))
-                else:
-                    dead.append(
-                        one_row(
-                            source,
-                            error.reason,
-                            error.message,
-                            error.index,
-                            decoded.model_id,
-                            decoded.model_version,
-                            error.raw,
-                        )
-                    )
-            if not decoded.rows or decoded.model_id is None:
-                continue
-            if decoded.model_id not in self.states:
-                self.metrics.events_skipped.inc(len(decoded.rows))
-                continue
-            group = groups.setdefault(decoded.model_id, _ModelRows())
-            group.rows.extend(decoded.rows)
-            group.origins.extend((source, index) for index in decoded.row_indices)
-            group.model_version = decoded.model_version or group.model_version
-        return groups
-
-    def _process(
-        self,
-        model_id: str,
-        group: _ModelRows,
-        now: datetime,
-        dead: list[DeadLetter],
-        reports: list[DriftReport],
-        triggers: list[RetrainingEvent],
-    ) -> int:
-        try:
-            result = self.states[model_id].process(group.rows, group.model_version, now=now)
-        except Exception as exc:  # a bug must not lose events: dead-letter them all
-            log.exception("processing %d events of %s failed", len(group.rows), model_id)
-            for row, (source, index) in zip(group.rows, group.origins, strict=True):
-                dead.append(
-                    one_row(
-                        source,
-                        "processing_error",
-                        repr(exc),
-                        index,
-                        model_id,
-                        group.model_version,
-                        row,
-                    )
-                )
-            return 0
-        for rejection in result.rejections:
-            source, index = group.origins[rejection.position]
-            dead.append(
-                one_row(
-                    source,
-                    rejection.reason,
-                    rejection.message,
-                    index,
-                    model_id,
-                    group.model_version,
-                    group.rows[rejection.position],
-                )
-            )
-        reports.extend(result.reports)
-        triggers.extend(result.triggers)
-        return result.accepted
 
     async def _write(
         self, reports: list[DriftReport], triggers: list[RetrainingEvent], now: datetime

@@ -286,8 +286,11 @@ def check_webhook(receiver: WebhookReceiver, database: Path) -> None:
     assert event.headers["webhook-id"] == data["trigger_id"]
     names = [f["name"] for f in data["drifted_features"]]
     assert "amount" in names
-    for feature in data["drifted_features"]:
-        assert feature["score"] > feature["threshold"] == 0.2
+    ratios = [f["score"] / f["threshold"] for f in data["drifted_features"]]
+    assert min(ratios) > 1
+    assert ratios == sorted(ratios, reverse=True)
+    # Calibrated for ~1,500-event windows: far below the folklore PSI 0.2.
+    assert all(0 < f["threshold"] < 0.1 for f in data["drifted_features"])
     engine = create_engine(f"sqlite:///{database}")
     with engine.connect() as connection:
         status = connection.execute(text("SELECT status FROM deliveries")).scalars().all()

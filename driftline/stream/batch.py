@@ -1,0 +1,129 @@
+"""Pure batch processing: Kafka messages in; dead letters, window reports and triggers out.
+
+The worker and ``driftline replay`` both run this; only the I/O around it differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from driftline.monitoring import Monitor
+from driftline.schemas.events import EventRow, decode_message
+from driftline.schemas.reports import DriftReport
+from driftline.schemas.retraining import RetrainingEvent
+from driftline.stream.deadletter import DeadLetter, SourceMessage, one_row, whole_message
+from driftline.stream.processing import MonitorState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch produced, in the order it happened."""
+
+    dead: list[DeadLetter] = field(default_factory=list)
+    reports: list[DriftReport] = field(default_factory=list)
+    triggers: list[RetrainingEvent] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+
+
+@dataclass
+class _ModelRows:
+    rows: list[EventRow] = field(default_factory=list)
+    origins: list[tuple[SourceMessage, int | None]] = field(default_factory=list)
+    model_version: str | None = None
+
+
+class StreamProcessor:
+    """Each monitored model's state, and the processing of batches of messages into it."""
+
+    def __init__(self, monitors: Mapping[str, Monitor]) -> None:
+        self.monitors = dict(monitors)
+        self.states = {model_id: MonitorState(m) for model_id, m in monitors.items()}
+
+    def process(self, messages: Sequence[SourceMessage], now: datetime) -> BatchResult:
+        """Decode, validate and count ``messages``; close the windows their event time passed."""
+        result = BatchResult()
+        for model_id, group in self._group(messages, result).items():
+            result.accepted[model_id] = self._process(model_id, group, now, result)
+        return result
+
+    def flush(self, now: datetime) -> BatchResult:
+        """Close every open window (end of a replayed file); the worker never does this."""
+        result = BatchResult()
+        for state in self.states.values():
+            outcome = state.flush(now=now)
+            result.reports.extend(outcome.reports)
+            result.triggers.extend(outcome.triggers)
+        return result
+
+    def _group(
+        self, messages: Sequence[SourceMessage], result: BatchResult
+    ) -> dict[str, _ModelRows]:
+        groups: dict[str, _ModelRows] = {}
+        for source in messages:
+            decoded = decode_message(source.value)
+            for error in decoded.errors:
+                if error.index is None:
+                    result.dead.append(whole_message(source, error.reason, error.message))
+                else:
+                    result.dead.append(
+                        one_row(
+                            source,
+                            error.reason,
+                            error.message,
+                            error.index,
+                            decoded.model_id,
+                            decoded.model_version,
+                            error.raw,
+                        )
+                    )
+            if not decoded.rows or decoded.model_id is None:
+                continue
+            if decoded.model_id not in self.states:
+                result.skipped += len(decoded.rows)
+                continue
+            group = groups.setdefault(decoded.model_id, _ModelRows())
+            group.rows.extend(decoded.rows)
+            group.origins.extend((source, index) for index in decoded.row_indices)
+            group.model_version = decoded.model_version or group.model_version
+        return groups
+
+    def _process(self, model_id: str, group: _ModelRows, now: datetime, result: BatchResult) -> int:
+        try:
+            outcome = self.states[model_id].process(group.rows, group.model_version, now=now)
+        except Exception as exc:  # a bug must not lose events: dead-letter them all
+            log.exception("processing %d events of %s failed", len(group.rows), model_id)
+            for row, (source, index) in zip(group.rows, group.origins, strict=True):
+                result.dead.append(
+                    one_row(
+                        source,
+                        "processing_error",
+                        repr(exc),
+                        index,
+                        model_id,
+                        group.model_version,
+                        row,
+                    )
+                )
+            return 0
+        for rejection in outcome.rejections:
+            source, index = group.origins[rejection.position]
+            result.dead.append(
+                one_row(
+                    source,
+                    rejection.reason,
+                    rejection.message,
+                    index,
+                    model_id,
+                    group.model_version,
+                    group.rows[rejection.position],
+                )
+            )
+        result.reports.extend(outcome.reports)
+        result.triggers.extend(outcome.triggers)
+        return outcome.accepted
