@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from driftline import __version__
-from driftline.exceptions import DriftlineError
+from driftline.exceptions import DriftlineError, ReferenceDataError
 from driftline.monitoring import Evaluation, evaluate_files
 from driftline.schemas.monitors import ThresholdSpec
+from driftline.schemas.reports import DriftReport
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,6 +142,81 @@ def format_evaluation(result: Evaluation) -> str:
     else:
         lines.append(f"no drift: 0 of {len(result.features)} features drifted")
     return "\n".join(lines)
+
+
+@cli.command()
+@click.option(
+    "--monitors",
+    "monitors_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The monitors YAML file, as the worker reads it.",
+)
+@click.option(
+    "--events",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Events: JSON lines (PredictionEvent or EventBatch per line) or Parquet.",
+)
+@click.option("--flush", is_flag=True, help="At the end of the file, close the windows still open.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per line: windows and triggers."
+)
+def replay(monitors_path: Path, events: Path, flush: bool, as_json: bool) -> None:
+    """Run the worker's processing over a file of events: a backtest, no broker or database.
+
+    Prints each closed window (PSI, JS, thresholds, verdicts) and each retraining
+    event the policy would fire, in order. Use it to tune thresholds and the policy
+    before turning them on.
+    """
+    from driftline.monitoring import build_monitor
+    from driftline.replay import Replay, as_json_line, read_events
+    from driftline.schemas.monitors import load_monitors
+
+    config = load_monitors(monitors_path)
+    monitors = {}
+    for spec in config.models:
+        if spec.reference.path is None:
+            raise ReferenceDataError(
+                f"model {spec.model_id}: replay needs reference.path (a file), not a stored profile"
+            )
+        monitors[spec.model_id] = build_monitor(spec)
+    run = Replay(monitors)
+    windows = drifted = triggers = 0
+    for item in run.run(read_events(events), flush=flush):
+        if as_json:
+            click.echo(as_json_line(item))
+        elif isinstance(item, DriftReport):
+            click.echo(format_window(item))
+        else:
+            click.echo(
+                f"  -> retraining event {item.data.trigger_id} for {item.data.model_id}: "
+                f"{', '.join(f.name for f in item.data.drifted_features)}"
+            )
+        if isinstance(item, DriftReport):
+            windows += 1
+            drifted += item.drifted
+        else:
+            triggers += 1
+    dead = ", ".join(f"{k}: {v}" for k, v in sorted(run.dead_lettered.items())) or "none"
+    click.echo(
+        f"{windows} windows, {drifted} drifted, {triggers} retraining events; "
+        f"dead-lettered: {dead}; skipped (unmonitored models): {run.skipped}",
+        err=True,
+    )
+
+
+def format_window(report: DriftReport) -> str:
+    drifted = [f"{f.name} {f.score:.3f}>{f.threshold:.3f}" for f in report.features if f.drifted]
+    verdict = (
+        ("DRIFT " + ", ".join(drifted))
+        if report.drifted
+        else ("ok" if report.sufficient else "too few events")
+    )
+    return (
+        f"{report.model_id} {report.window_start:%Y-%m-%d %H:%M:%S}"
+        f" - {report.window_end:%H:%M:%S}  n={report.n:<7} {verdict}"
+    )
 
 
 @cli.command()

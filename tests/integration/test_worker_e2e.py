@@ -25,7 +25,12 @@ from standardwebhooks import Webhook
 from driftline.embedded.process import WorkerProcess
 from driftline.embedded.receiver import WebhookReceiver
 from driftline.embedded.traffic import TrafficModel
+from driftline.monitoring import build_monitor
+from driftline.replay import Replay, read_events
+from driftline.schemas.monitors import load_monitors
+from driftline.schemas.reports import DriftReport
 from driftline.stream.topics import Topics, ensure_topics
+from tests.unit.helpers import assert_same_reports
 
 pytestmark = pytest.mark.integration
 
@@ -170,8 +175,12 @@ def metric_values(text_body: str, name: str) -> dict[tuple[str, ...], float]:
     return values
 
 
-def test_end_to_end(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+def test_end_to_end(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     asyncio.run(_end_to_end(kafka_bootstrap, topic_prefix, tmp_path))
+    monkeypatch.setenv("E2E_WEBHOOK_SECRET", SECRET)
+    check_replay_matches_the_worker(tmp_path)
 
 
 async def _end_to_end(bootstrap: str, prefix: str, tmp_path: Path) -> None:
@@ -193,6 +202,7 @@ async def _end_to_end(bootstrap: str, prefix: str, tmp_path: Path) -> None:
         "LOG_LEVEL": "info",
     }
     messages, valid_ts, bad = traffic()
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(messages) + b"\n")
     worker = WorkerProcess(settings, tmp_path / "worker.log", {"E2E_WEBHOOK_SECRET": SECRET})
     try:
         worker.start()
@@ -319,3 +329,30 @@ def check_dead_letters(bootstrap: str, topic: str, bad: dict[str, int]) -> None:
     (late,) = by_reason["late"]
     assert json.loads(late[1])["event_id"] == "late"
     assert "already closed" in late[0]["driftline-error"]
+
+
+def check_replay_matches_the_worker(tmp_path: Path) -> None:
+    """``driftline replay`` of the same events gives the worker's window reports and trigger."""
+    (spec,) = load_monitors(tmp_path / "monitors.yaml").models
+    replayed = list(
+        Replay({spec.model_id: build_monitor(spec)}).run(read_events(tmp_path / "events.jsonl"))
+    )
+    windows = [r for r in replayed if isinstance(r, DriftReport)]
+    engine = create_engine(f"sqlite:///{tmp_path / 'driftline.db'}")
+    with engine.connect() as connection:
+        rows = (
+            connection.execute(text("SELECT report FROM window_reports ORDER BY window_end"))
+            .scalars()
+            .all()
+        )
+        trigger_ids = connection.execute(text("SELECT trigger_id FROM triggers")).scalars().all()
+    engine.dispose()
+    live = [
+        DriftReport.model_validate(
+            {**(json.loads(r) if isinstance(r, str) else r), "reference_version": None}
+        )
+        for r in rows
+    ]
+    assert len(windows) == len(live) == 14
+    assert_same_reports(windows, live)
+    assert [t.data.trigger_id for t in replayed if not isinstance(t, DriftReport)] == trigger_ids
