@@ -15,8 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from driftline.datafiles import infer_features, read_table, table_columns
-from driftline.detectors.binning import CategoricalBinning
-from driftline.detectors.calibration import benjamini_hochberg
+from driftline.detectors.binning import CategoricalBinning, NumericBinning
 from driftline.detectors.profile import Column, FeatureProfile, Histogram, ReferenceProfile
 from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec, MonitorSpec, ThresholdSpec
@@ -59,26 +58,51 @@ def profile_file(
         raise ReferenceDataError(f"{path}: {exc}") from None
 
 
-def feature_stats(feature: FeatureProfile, histogram: Histogram) -> FeatureStats:
-    """Count, missing rate, moments and quantiles (numeric) or the unseen rate (categorical)."""
+def feature_stats(
+    feature: FeatureProfile, histogram: Histogram, quantiles: npt.NDArray[np.float64]
+) -> FeatureStats:
+    """Count, missing rate, moments and p50/p95 (numeric) or the unseen rate (categorical)."""
     n = histogram.n
-    base = {"count": n, "missing_rate": histogram.missing / n if n else 0.0}
+    missing_rate = histogram.missing / n if n else 0.0
     binning = feature.binning
     if isinstance(binning, CategoricalBinning):
         unseen = int(histogram.counts[binning.unseen_bin])
-        return FeatureStats(**base, unseen_rate=unseen / n if n else 0.0)
+        return FeatureStats(
+            count=n, missing_rate=missing_rate, unseen_rate=unseen / n if n else 0.0
+        )
     moments = histogram.moments
     if moments.count == 0:
-        return FeatureStats(**base)
+        return FeatureStats(count=n, missing_rate=missing_rate)
     return FeatureStats(
-        **base,
+        count=n,
+        missing_rate=missing_rate,
         mean=moments.mean,
         std=moments.std if moments.count > 1 else None,
         min=moments.min,
         max=moments.max,
-        p50=binning.quantile(histogram.sketch, 0.5, moments.min, moments.max),
-        p95=binning.quantile(histogram.sketch, 0.95, moments.min, moments.max),
+        p50=float(quantiles[0]),
+        p95=float(quantiles[1]),
     )
+
+
+#: The quantiles reported for numeric features.
+QUANTILES = (0.5, 0.95)
+
+
+def reference_stats(feature: FeatureProfile) -> FeatureStats:
+    """The reference's statistics, computed once per profile."""
+    stats = feature.memo.get("reference_stats")
+    if stats is None:
+        histogram = feature.histogram
+        quantiles = np.array([np.nan, np.nan])
+        if isinstance(feature.binning, NumericBinning) and histogram.moments.count:
+            quantiles = np.array(
+                feature.binning.quantiles(
+                    histogram.sketch, QUANTILES, histogram.moments.min, histogram.moments.max
+                )
+            )
+        stats = feature.memo["reference_stats"] = feature_stats(feature, histogram, quantiles)
+    return stats
 
 
 def compare_features(
@@ -89,10 +113,11 @@ def compare_features(
     sufficient: bool,
 ) -> list[FeatureDrift]:
     """Each feature's PSI, JS, threshold, p-value (calibrated mode) and verdict."""
-    pairs = [f.compare(h) for f, h in zip(profile.features, histograms, strict=True)]
-    scores = np.array([psi if thresholds.metric == "psi" else js for psi, js in pairs])
+    psi, js = profile.divergences(histograms)
+    scores = psi if thresholds.metric == "psi" else js
     n = histograms[0].n if histograms else 0
     limits, p_values, drifted = _decide(profile, scores, n, thresholds)
+    quantiles = profile.quantiles(histograms, QUANTILES)
     out = []
     for i, (spec, feature, histogram) in enumerate(
         zip(features, profile.features, histograms, strict=True)
@@ -104,14 +129,14 @@ def compare_features(
             FeatureDrift(
                 name=feature.name,
                 kind=feature.kind,
-                psi=pairs[i][0],
-                js=pairs[i][1],
+                psi=float(psi[i]),
+                js=float(js[i]),
                 metric=thresholds.metric,
                 threshold=limit,
                 p_value=None if p_values is None else float(p_values[i]),
                 drifted=sufficient and flagged,
-                stats=feature_stats(feature, histogram),
-                reference=feature_stats(feature, feature.histogram),
+                stats=feature_stats(feature, histogram, quantiles[i]),
+                reference=reference_stats(feature),
             )
         )
     return out
@@ -126,13 +151,7 @@ def _decide(
     calibration = profile.calibration
     if calibration is None or calibration.metric != thresholds.metric:
         raise ReferenceDataError("the reference profile is not calibrated for this metric")
-    p_values = calibration.p_values(n, scores)
-    if thresholds.correction == "bh":
-        drifted = benjamini_hochberg(p_values.tolist(), thresholds.false_alarm_rate)
-        limits = calibration.thresholds(n, "bh", rejections=sum(drifted))
-        return limits, p_values, drifted
-    limits = calibration.thresholds(n)
-    return limits, p_values, list(scores > limits)
+    return calibration.evaluate(n, scores, thresholds.correction)
 
 
 def ranked_drifted(drifts: Sequence[FeatureDrift]) -> list[str]:
@@ -163,7 +182,7 @@ def window_report(
         monitor.features, monitor.profile, histograms, monitor.spec.thresholds, sufficient
     )
     drifted = ranked_drifted(drifts)
-    return DriftReport(
+    return DriftReport.model_construct(
         model_id=monitor.model_id,
         model_version=model_version,
         reference_version=monitor.reference_version,
@@ -183,10 +202,7 @@ def histograms_of(
     rows: npt.NDArray[np.bool_] | None = None,
 ) -> list[Histogram]:
     """Histograms of each profiled feature over the selected rows (all by default)."""
-    return [
-        Histogram.observe(f.binning, columns[f.name] if rows is None else columns[f.name][rows])
-        for f in profile.features
-    ]
+    return profile.histograms(columns, rows)
 
 
 class Evaluation(BaseModel):

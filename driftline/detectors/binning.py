@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,34 @@ class NumericBinning:
         else:
             edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
         sketch = np.unique(np.quantile(present, np.linspace(0.0, 1.0, SKETCH_BINS + 1)))
+        if sketch.size == 1:
+            sketch = np.repeat(sketch, 2)
         return cls(edges.astype(np.float64), sketch.astype(np.float64))
+
+    def counts_from_sorted(
+        self, present: npt.NDArray[np.float64], missing: int
+    ) -> tuple[IntArray, IntArray]:
+        """``(bin counts, sketch counts)`` of sorted non-missing values (and a missing count).
+
+        Equal to ``bincount(assign(values))`` and ``sketch(values)``, but places the
+        few edges among the sorted values instead of every value among the edges.
+        """
+        positions = np.searchsorted(present, self.probes, side="left")
+        split = self.edges.size
+        counts = np.empty(self.n_bins, dtype=np.int64)
+        counts[0] = missing
+        counts[1:] = _spread(positions[:split], present.size)
+        if not self.sketch_edges.size:
+            return counts, _EMPTY
+        return counts, _spread(positions[split:], present.size)
+
+    @cached_property
+    def probes(self) -> npt.NDArray[np.float64]:
+        """Bin edges then sketch edges, each with its last edge nudged up by one ulp."""
+        parts = [_probe(self.edges)]
+        if self.sketch_edges.size:
+            parts.append(_probe(self.sketch_edges))
+        return np.concatenate(parts)
 
     def sketch(self, values: npt.NDArray[np.float64]) -> IntArray:
         """Counts of the non-missing values over ``[below, sketch bins.., above]``."""
@@ -70,29 +98,32 @@ class NumericBinning:
         bins[present > edges[-1]] = edges.size
         return np.bincount(bins, minlength=edges.size + 1).astype(np.int64)
 
-    def quantile(self, sketch: IntArray, q: float, low: float, high: float) -> float | None:
-        """The q-quantile from sketch counts; ``low``/``high`` (min/max) bound the end bins.
+    def quantiles(
+        self, sketch: IntArray, qs: Sequence[float], low: float, high: float
+    ) -> list[float | None]:
+        """Quantiles from sketch counts; ``low``/``high`` (min/max) bound the end bins.
 
         Exact to within one reference percentile bin.
         """
         total = int(sketch.sum())
         if total == 0:
-            return None
-        bounds = np.concatenate(
-            [
-                [min(low, self.sketch_edges[0])],
-                self.sketch_edges,
-                [max(high, self.sketch_edges[-1])],
-            ]
-        )
-        target = q * total
+            return [None] * len(qs)
+        edges = self.sketch_edges
+        bounds = np.empty(edges.size + 2)
+        bounds[0], bounds[1:-1], bounds[-1] = min(low, edges[0]), edges, max(high, edges[-1])
         cumulative = np.cumsum(sketch)
-        i = int(np.searchsorted(cumulative, target, side="left"))
-        i = min(i, sketch.size - 1)
-        before = cumulative[i] - sketch[i]
-        share = (target - before) / sketch[i] if sketch[i] else 0.0
-        value = bounds[i] + share * (bounds[i + 1] - bounds[i])
-        return float(min(max(value, low), high))
+        targets = np.asarray(qs) * total
+        bins = np.minimum(np.searchsorted(cumulative, targets, side="left"), sketch.size - 1)
+        before = cumulative[bins] - sketch[bins]
+        share = np.divide(
+            targets - before, sketch[bins], out=np.zeros(len(qs)), where=sketch[bins] > 0
+        )
+        values = bounds[bins] + share * (bounds[bins + 1] - bounds[bins])
+        return [float(min(max(v, low), high)) for v in values]
+
+    def quantile(self, sketch: IntArray, q: float, low: float, high: float) -> float | None:
+        """One quantile from sketch counts (see ``quantiles``)."""
+        return self.quantiles(sketch, (q,), low, high)[0]
 
     @property
     def n_bins(self) -> int:
@@ -188,6 +219,26 @@ class CategoricalBinning:
 
 
 Binning = NumericBinning | CategoricalBinning
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _spread(positions: IntArray, total: int) -> IntArray:
+    """Counts over ``[below, [e0, e1), ..., [e_k-1, e_k], above]`` from probe positions.
+
+    ``positions`` are left-side search positions of the edges among the sorted values,
+    the last edge nudged up by one ulp (``_probe``) so it counts values at or below it.
+    """
+    out = np.empty(positions.size + 1, dtype=np.int64)
+    out[0] = positions[0]
+    out[1:-1] = positions[1:] - positions[:-1]
+    out[-1] = total - positions[-1]
+    return out
+
+
+def _probe(edges: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    probe = edges.copy()
+    probe[-1] = np.nextafter(edges[-1], np.inf)
+    return probe
 
 
 def binning_from_state(state: dict[str, Any]) -> Binning:

@@ -116,6 +116,19 @@ class Calibration:
         )
         return scale, dof, correction
 
+    def evaluate(
+        self, n: float, scores: FloatArray, correction: Correction = "bonferroni"
+    ) -> tuple[FloatArray, FloatArray, list[bool]]:
+        """``(thresholds, p_values, drifted)`` of one window's per-feature scores."""
+        scale, dof, c = self._params(n)
+        p_values = _p_values(scale, dof, scores)
+        if correction == "bh":
+            drifted = benjamini_hochberg(p_values.tolist(), self.alpha)
+            level = self.alpha * max(1, sum(drifted)) / max(1, self.n_features)
+            return _quantiles(scale, dof, level), p_values, drifted
+        limits = c * _quantiles(scale, dof, self.alpha / max(1, self.n_features))
+        return limits, p_values, [bool(x) for x in scores > limits]
+
     def thresholds(
         self, n: float, correction: Correction = "bonferroni", rejections: int = 1
     ) -> FloatArray:
@@ -133,10 +146,7 @@ class Calibration:
     def p_values(self, n: float, scores: FloatArray) -> FloatArray:
         """Per-feature p-values of these scores under the fitted null models."""
         scale, dof, _ = self._params(n)
-        positive = scale > 0
-        safe = np.where(positive, scale, 1.0)
-        fitted = chdtrc(dof, scores / safe)
-        return np.where(positive, fitted, np.where(scores > 0, 0.0, 1.0)).astype(np.float64)
+        return _p_values(scale, dof, scores)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -169,6 +179,12 @@ def _simulate(
     for s, n in enumerate(sizes):
         values[s] = score(rng.multinomial(n, population).astype(np.float64), reference)
     return values
+
+
+def _p_values(scale: FloatArray, dof: FloatArray, scores: FloatArray) -> FloatArray:
+    positive = scale > 0
+    fitted = chdtrc(dof, scores / np.where(positive, scale, 1.0))
+    return np.where(positive, fitted, np.where(scores > 0, 0.0, 1.0)).astype(np.float64)
 
 
 def _quantiles(scale: FloatArray, dof: FloatArray, level: float) -> FloatArray:

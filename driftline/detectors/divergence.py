@@ -67,25 +67,37 @@ def jensen_shannon_divergence(current: npt.ArrayLike, reference: npt.ArrayLike) 
 
 def psi_rows(current: FloatArray, reference: npt.ArrayLike, eps: float = DEFAULT_EPS) -> FloatArray:
     """PSI of each row of ``current`` (counts, one window per row) against ``reference``."""
-    p = np.maximum(_row_probabilities(current), eps)
-    p /= p.sum(axis=1, keepdims=True)
-    q = floored_probabilities(reference, eps)
-    return np.asarray(np.sum((p - q) * np.log(p / q), axis=1), dtype=np.float64)
+    return psi_of(current, floored_probabilities(reference, eps), eps)
 
 
 def js_rows(current: FloatArray, reference: npt.ArrayLike) -> FloatArray:
     """Jensen-Shannon divergence (bits) of each row of ``current`` against ``reference``."""
+    return js_of(current, probabilities(reference))
+
+
+def psi_of(
+    current: FloatArray, floored_reference: FloatArray, eps: float = DEFAULT_EPS
+) -> FloatArray:
+    """PSI of each row of counts against floored reference probabilities (broadcast)."""
+    p = np.maximum(_row_probabilities(current), eps)
+    p /= p.sum(axis=-1, keepdims=True)
+    q = floored_reference
+    return np.asarray(np.sum((p - q) * np.log(p / q), axis=-1), dtype=np.float64)
+
+
+def js_of(current: FloatArray, reference: FloatArray) -> FloatArray:
+    """JS divergence (bits) of each row of counts against reference probabilities (broadcast)."""
     p = _row_probabilities(current)
-    q = probabilities(reference)
+    q = np.broadcast_to(reference, p.shape)
     m = 0.5 * (p + q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
-        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+    safe_m = np.where(m > 0, m, 1.0)
+    kl_p = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0) / safe_m), 0.0).sum(axis=-1)
+    kl_q = np.where(q > 0, q * np.log2(np.where(q > 0, q, 1.0) / safe_m), 0.0).sum(axis=-1)
     return np.asarray(np.maximum(0.0, 0.5 * (kl_p + kl_q)), dtype=np.float64)
 
 
 def _row_probabilities(counts: FloatArray) -> FloatArray:
-    totals = counts.sum(axis=1, keepdims=True)
+    totals = counts.sum(axis=-1, keepdims=True)
     out = np.zeros(counts.shape, dtype=np.float64)
     np.divide(counts, totals, out=out, where=totals > 0)
     return out

@@ -31,8 +31,8 @@ class Moments:
 
     @classmethod
     def of(cls, values: npt.NDArray[np.float64]) -> Moments:
-        """Moments of ``values``, NaN (missing) ignored."""
-        present = values[~np.isnan(values)]
+        """Moments of the finite ``values`` (NaN is missing; infinities only fall in bins)."""
+        present = values[np.isfinite(values)]
         if present.size == 0:
             return cls()
         mean = float(present.mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -20,8 +21,12 @@ from driftline.detectors.binning import (
 from driftline.detectors.calibration import Calibration, Metric
 from driftline.detectors.divergence import (
     DEFAULT_EPS,
+    floored_probabilities,
     jensen_shannon_divergence,
+    js_of,
     population_stability_index,
+    probabilities,
+    psi_of,
 )
 from driftline.detectors.moments import Moments
 
@@ -109,6 +114,16 @@ class FeatureProfile:
     kind: FeatureKind
     binning: Binning
     histogram: Histogram
+    #: Values derived from the profile once and kept (reference statistics).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def floored_probabilities(self) -> npt.NDArray[np.float64]:
+        return floored_probabilities(self.histogram.counts)
+
+    @cached_property
+    def probabilities(self) -> npt.NDArray[np.float64]:
+        return probabilities(self.histogram.counts)
 
     @classmethod
     def build(cls, feature: FeatureDefinition, column: Column) -> FeatureProfile:
@@ -180,6 +195,161 @@ class ReferenceProfile:
         n_rows = len(columns[features[0].name]) if features else 0
         return cls(built, n_rows)
 
+    def histograms(
+        self, columns: Mapping[str, Column], rows: npt.NDArray[np.bool_] | None = None
+    ) -> list[Histogram]:
+        """Each feature's histogram over the selected rows (all by default), in profile order.
+
+        Numeric features are done together: one row-wise sort, then each feature's few
+        bin edges are placed among its sorted values.
+        """
+        out: list[Histogram | None] = [None] * len(self.features)
+        numeric = [i for i, f in enumerate(self.features) if isinstance(f.binning, NumericBinning)]
+        if numeric:
+            for i, histogram in zip(
+                numeric, self._numeric_histograms(numeric, columns, rows), strict=True
+            ):
+                out[i] = histogram
+        for i, feature in enumerate(self.features):
+            if out[i] is None:
+                column = columns[feature.name]
+                out[i] = Histogram.observe(
+                    feature.binning, column if rows is None else column[rows]
+                )
+        return out  # type: ignore[return-value]
+
+    def _numeric_histograms(
+        self, indices: list[int], columns: Mapping[str, Column], rows: npt.NDArray[np.bool_] | None
+    ) -> list[Histogram]:
+        names = [self.features[i].name for i in indices]
+        values = np.vstack(
+            [
+                np.asarray(columns[n] if rows is None else columns[n][rows], dtype=np.float64)
+                for n in names
+            ]
+        )
+        missing = np.isnan(values)
+        n_missing = missing.sum(axis=1)
+        present = values.shape[1] - n_missing
+        ordered = np.sort(values, axis=1)  # -inf, finite, +inf, then NaN
+        if np.isinf(values).any():  # infinities fall in the end bins, not in the moments
+            finite = np.isfinite(values)
+            n_finite = finite.sum(axis=1)
+            below = (values == -np.inf).sum(axis=1)
+        else:
+            finite, n_finite, below = ~missing, present, np.zeros_like(present)
+        if (n_finite == values.shape[1]).all():  # nothing missing or infinite: no masks
+            mean = values.sum(axis=1) / max(values.shape[1], 1)
+            deviation = values - mean[:, None]
+        else:
+            mean = np.where(finite, values, 0.0).sum(axis=1) / np.maximum(n_finite, 1)
+            deviation = np.where(finite, values - np.where(finite, mean[:, None], 0.0), 0.0)
+        m2 = (deviation * deviation).sum(axis=1)
+        binnings = [self.features[i].binning for i in indices]
+        positions = [
+            np.searchsorted(ordered[j, : present[j]], b.probes, side="left")  # type: ignore[union-attr]
+            for j, b in enumerate(binnings)
+        ]
+        counts, sketches = _spread_all(binnings, positions, n_missing, present)  # type: ignore[arg-type]
+        rows_at = np.arange(len(indices))
+        if values.shape[1]:
+            lows = ordered[rows_at, np.minimum(below, values.shape[1] - 1)].tolist()
+            highs = ordered[rows_at, np.maximum(below + n_finite - 1, 0)].tolist()
+        else:
+            lows = highs = [0.0] * len(indices)
+        out = []
+        for j in range(len(indices)):
+            count = int(n_finite[j])
+            moments = (
+                Moments(count, float(mean[j]), float(m2[j]), lows[j], highs[j])
+                if count
+                else Moments()
+            )
+            out.append(Histogram(counts[j], moments, sketches[j]))
+        return out
+
+    def divergences(
+        self, histograms: Sequence[Histogram]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """``(psi, js)`` of every feature, computed together for features of equal bin count."""
+        psi = np.empty(len(self.features))
+        js = np.empty(len(self.features))
+        for indices, floored, raw in self._groups:
+            counts = np.stack([histograms[i].counts for i in indices]).astype(np.float64)
+            psi[indices] = psi_of(counts, floored)
+            js[indices] = js_of(counts, raw)
+        return psi, js
+
+    def quantiles(
+        self, histograms: Sequence[Histogram], qs: Sequence[float]
+    ) -> npt.NDArray[np.float64]:
+        """``(features, len(qs))`` quantiles of each numeric feature's sketch; NaN elsewhere.
+
+        Linear within the sketch bin holding the quantile (the end bins reach to the
+        window's min and max), so within one reference percentile of the exact value.
+        """
+        out = np.full((len(self.features), len(qs)), np.nan)
+        for indices, inner in self._sketch_groups:
+            sketches = np.stack([histograms[i].sketch for i in indices]).astype(np.float64)
+            totals = sketches.sum(axis=1)
+            rows = np.flatnonzero(totals > 0)
+            if rows.size == 0:
+                continue
+            low = np.array([histograms[indices[r]].moments.min for r in rows])
+            high = np.array([histograms[indices[r]].moments.max for r in rows])
+            bounds = np.column_stack(
+                [np.minimum(inner[rows, 0], low), inner[rows], np.maximum(inner[rows, -1], high)]
+            )
+            cumulative = np.cumsum(sketches[rows], axis=1)
+            take = np.arange(rows.size)
+            for k, q in enumerate(qs):
+                target = q * totals[rows]
+                at = np.minimum((cumulative < target[:, None]).sum(axis=1), sketches.shape[1] - 1)
+                count = sketches[rows, at]
+                share = np.divide(
+                    target - (cumulative[take, at] - count),
+                    count,
+                    out=np.zeros(rows.size),
+                    where=count > 0,
+                )
+                value = bounds[take, at] + share * (bounds[take, at + 1] - bounds[take, at])
+                out[indices[rows], k] = np.clip(value, low, high)
+        return out
+
+    @cached_property
+    def _sketch_groups(self) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
+        """Numeric features by sketch size, with their sketch edges stacked."""
+        by_size: dict[int, list[int]] = {}
+        for i, feature in enumerate(self.features):
+            binning = feature.binning
+            if isinstance(binning, NumericBinning) and binning.sketch_edges.size:
+                by_size.setdefault(binning.sketch_edges.size, []).append(i)
+        return [
+            (np.asarray(idx), np.stack([self._sketch_edges(i) for i in idx]))
+            for idx in by_size.values()
+        ]
+
+    def _sketch_edges(self, index: int) -> npt.NDArray[np.float64]:
+        binning = self.features[index].binning
+        assert isinstance(binning, NumericBinning)
+        return binning.sketch_edges
+
+    @cached_property
+    def _groups(
+        self,
+    ) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        by_size: dict[int, list[int]] = {}
+        for i, feature in enumerate(self.features):
+            by_size.setdefault(feature.binning.n_bins, []).append(i)
+        return [
+            (
+                np.asarray(idx),
+                np.stack([self.features[i].floored_probabilities for i in idx]),
+                np.stack([self.features[i].probabilities for i in idx]),
+            )
+            for idx in by_size.values()
+        ]
+
     def feature(self, name: str) -> FeatureProfile:
         for feature in self.features:
             if feature.name == name:
@@ -230,3 +400,43 @@ class ReferenceProfile:
         """Content hash of the profile: equal profiles, equal fingerprints."""
         encoded = orjson.dumps(self.to_state(), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(encoded).hexdigest()
+
+
+def _spread_all(
+    binnings: Sequence[NumericBinning],
+    positions: Sequence[npt.NDArray[np.intp]],
+    missing: npt.NDArray[np.intp],
+    present: npt.NDArray[np.intp],
+) -> tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]]]:
+    """Bin and sketch counts of many features from their probe positions, by layout group.
+
+    Per feature this is ``NumericBinning.counts_from_sorted``, done for every feature of
+    the same edge and sketch sizes in a few array operations instead of many small ones.
+    """
+    counts: list[npt.NDArray[np.int64]] = [_NO_SKETCH] * len(binnings)
+    sketches: list[npt.NDArray[np.int64]] = [_NO_SKETCH] * len(binnings)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, binning in enumerate(binnings):
+        groups.setdefault((binning.edges.size, binning.sketch_edges.size), []).append(j)
+    for (n_edges, n_sketch), members in groups.items():
+        at = np.stack([positions[j] for j in members])
+        total = present[members][:, None]
+        bins = np.empty((len(members), n_edges + 2), dtype=np.int64)
+        bins[:, 0] = missing[members]
+        bins[:, 1:] = _spread_rows(at[:, :n_edges], total)
+        spread = _spread_rows(at[:, n_edges:], total) if n_sketch else None
+        for k, j in enumerate(members):
+            counts[j] = bins[k]
+            if spread is not None:
+                sketches[j] = spread[k]
+    return counts, sketches
+
+
+def _spread_rows(
+    positions: npt.NDArray[np.intp], total: npt.NDArray[np.intp]
+) -> npt.NDArray[np.int64]:
+    out = np.empty((positions.shape[0], positions.shape[1] + 1), dtype=np.int64)
+    out[:, 0] = positions[:, 0]
+    out[:, 1:-1] = positions[:, 1:] - positions[:, :-1]
+    out[:, -1:] = total - positions[:, -1:]
+    return out

@@ -1,17 +1,21 @@
-"""Drift reports: what one closed window looked like against the reference."""
+"""Drift reports: what one closed window looked like against the reference.
+
+Per-feature parts are frozen dataclasses (built for every feature of every window,
+so they must be cheap); pydantic validates and serialises them inside ``DriftReport``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 
-class FeatureStats(BaseModel):
+@dataclass(frozen=True, slots=True)
+class FeatureStats:
     """Moments of a feature in a window (``mean`` and the rest are None for categorical ones)."""
-
-    model_config = ConfigDict(frozen=True)
 
     count: int
     missing_rate: float
@@ -25,10 +29,9 @@ class FeatureStats(BaseModel):
     unseen_rate: float | None = None
 
 
-class FeatureDrift(BaseModel):
+@dataclass(frozen=True, slots=True)
+class FeatureDrift:
     """One feature of one window compared with the reference."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     kind: Literal["numeric", "categorical", "boolean"]
@@ -37,7 +40,7 @@ class FeatureDrift(BaseModel):
     metric: Literal["psi", "js"]
     threshold: float
     #: Calibrated mode: the chance of a score this high without drift (per feature).
-    p_value: float | None = None
+    p_value: float | None
     drifted: bool
     #: The window's statistics, and the reference's for comparison.
     stats: FeatureStats

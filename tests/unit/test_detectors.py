@@ -125,3 +125,36 @@ def test_histograms_add_up_and_profile_round_trips() -> None:
     assert FeatureProfile.from_state(profile.features[0].to_state()).name == "x"
     with pytest.raises(KeyError, match="no column"):
         ReferenceProfile.build({"x": columns["x"]}, specs)
+
+
+edge_heavy = st.sampled_from([0.0, 1.0, 2.0, -1.0, np.inf, -np.inf, np.nan, 0.5, 3.0])
+
+
+@given(
+    st.lists(
+        st.lists(st.one_of(finite, edge_heavy), min_size=0, max_size=60), min_size=3, max_size=3
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_batched_histograms_equal_the_per_value_path(rows: list[list[float]]) -> None:
+    """The profile's sort-based histograms count exactly what assign() + bincount count."""
+    rng = np.random.default_rng(0)
+    references = {
+        "continuous": rng.normal(size=500),
+        "discrete": rng.integers(0, 3, 500).astype(float),  # edges at the values themselves
+        "constant": np.full(50, 1.0),
+    }
+    specs = [FeatureSpec(name=name, kind="numeric", bins=5) for name in references]
+    profile = ReferenceProfile.build(references, specs)
+    n = min(len(r) for r in rows)
+    columns = {
+        name: np.asarray(r[:n], dtype=np.float64) for name, r in zip(references, rows, strict=True)
+    }
+    for feature, batched in zip(profile.features, profile.histograms(columns), strict=True):
+        single = Histogram.observe(feature.binning, columns[feature.name])
+        np.testing.assert_array_equal(batched.counts, single.counts)
+        np.testing.assert_array_equal(batched.sketch, single.sketch)
+        assert batched.moments.count == single.moments.count
+        if single.moments.count:
+            assert batched.moments.min == single.moments.min
+            assert batched.moments.max == single.moments.max
