@@ -174,6 +174,7 @@ def window_report(
     start: float,
     end: float,
     model_version: str | None,
+    segment: str | None = None,
 ) -> DriftReport:
     """The drift report of one window whose per-feature histograms are given in feature order."""
     n = histograms[0].n if histograms else 0
@@ -184,6 +185,7 @@ def window_report(
     drifted = ranked_drifted(drifts)
     return DriftReport.model_construct(
         model_id=monitor.model_id,
+        segment=segment,
         model_version=model_version,
         reference_version=monitor.reference_version,
         window_start=datetime.fromtimestamp(start, UTC),

@@ -57,6 +57,11 @@ class PaneRing(Generic[P]):
         self._closed_through: int | None = None  # newest closed pane
 
     @property
+    def max_event_time(self) -> float:
+        """The newest event time seen (-inf before any)."""
+        return self._max_ts
+
+    @property
     def watermark(self) -> float:
         return self._max_ts - self.allowed_lateness
 

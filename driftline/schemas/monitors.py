@@ -189,6 +189,25 @@ def _check_secret(secret: str) -> None:
         raise ValueError(f"the secret is not a valid whsec_ base64 secret ({exc})") from None
 
 
+class SegmentSpec(_Strict):
+    """Drift per value of the events' ``segment`` too, for a bounded list of values."""
+
+    values: list[str] = Field(min_length=1, max_length=50, description="Segments reported.")
+    other: bool = Field(
+        True, description="Also report the other segments (and events without one) pooled."
+    )
+
+    @field_validator("values")
+    @classmethod
+    def _unique_values(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values) or OTHER_SEGMENT in values:
+            raise ValueError(f"segment values must be unique and not {OTHER_SEGMENT!r}")
+        return values
+
+
+OTHER_SEGMENT = "other"
+
+
 class MonitorSpec(_Strict):
     """One monitored model."""
 
@@ -201,6 +220,9 @@ class MonitorSpec(_Strict):
     thresholds: ThresholdSpec = ThresholdSpec()
     policy: PolicySpec = PolicySpec()
     targets: list[WebhookTarget] = Field(default_factory=list)
+    segments: SegmentSpec | None = Field(
+        None, description="Per-segment reports (triggers come from the whole model's windows)."
+    )
 
     @field_validator("features")
     @classmethod

@@ -67,6 +67,8 @@ class DriftReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model_id: str
+    #: None for the model's whole traffic; else one segment (or "other").
+    segment: str | None = None
     model_version: str | None
     reference_version: int | None
     window_start: datetime

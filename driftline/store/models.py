@@ -54,12 +54,14 @@ class WindowReportRow(Base):
 
     __tablename__ = "window_reports"
     __table_args__ = (
-        UniqueConstraint("model_id", "window_end"),
+        UniqueConstraint("model_id", "segment", "window_end"),
         Index("ix_window_reports_model_end", "model_id", "window_end"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     model_id: Mapped[str] = mapped_column(String(256))
+    #: "" for the model's whole traffic, else the segment's name.
+    segment: Mapped[str] = mapped_column(String(256), default="")
     window_start: Mapped[datetime]
     window_end: Mapped[datetime]
     n: Mapped[int]

@@ -177,12 +177,14 @@ class Store:
                 session.execute(
                     delete(WindowReportRow).where(
                         WindowReportRow.model_id == report.model_id,
+                        WindowReportRow.segment == (report.segment or ""),
                         WindowReportRow.window_end == report.window_end,
                     )
                 )
                 session.add(
                     WindowReportRow(
                         model_id=report.model_id,
+                        segment=report.segment or "",
                         window_start=report.window_start,
                         window_end=report.window_end,
                         n=report.n,
@@ -275,10 +277,14 @@ class Store:
 
     # -- queries -----------------------------------------------------------------------
 
-    def reports(self, model_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest window reports, newest first."""
-        query = select(WindowReportRow.report).order_by(
-            WindowReportRow.window_end.desc(), WindowReportRow.id.desc()
+    def reports(
+        self, model_id: str | None = None, limit: int = 20, segment: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest window reports, newest first: the whole model's, or one segment's."""
+        query = (
+            select(WindowReportRow.report)
+            .where(WindowReportRow.segment == (segment or ""))
+            .order_by(WindowReportRow.window_end.desc(), WindowReportRow.id.desc())
         )
         if model_id is not None:
             query = query.where(WindowReportRow.model_id == model_id)

@@ -19,7 +19,7 @@ from driftline.detectors.profile import Column, Histogram
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
 from driftline.schemas.events import EventRow
-from driftline.schemas.monitors import FeatureSpec
+from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.triggers.policy import EpisodePolicy, retraining_event
@@ -64,6 +64,17 @@ class MonitorState:
         self.policy = EpisodePolicy(monitor.spec.policy)
         self.model_version: str | None = None
         self.last_report: DriftReport | None = None
+        segments = monitor.spec.segments
+        names = (
+            []
+            if segments is None
+            else [*segments.values] + ([OTHER_SEGMENT] if segments.other else [])
+        )
+        #: One ring per reported segment, sharing the model's watermark.
+        self.segment_rings = {
+            name: PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
+            for name in names
+        }
 
     def process(
         self,
@@ -106,8 +117,26 @@ class MonitorState:
                 result.triggers.append(
                     retraining_event(report, self.policy.consecutive_drifted, now)
                 )
+        result.reports.extend(self._close_segments())
         result.rejections.sort(key=lambda r: r.position)
         return result
+
+    def _close_segments(self) -> list[DriftReport]:
+        reports = []
+        for name, ring in self.segment_rings.items():
+            ring.observe(self.ring.max_event_time)
+            for window in ring.close_ready():
+                reports.append(
+                    window_report(
+                        self.monitor,
+                        window.summary.histograms,
+                        window.start,
+                        window.end,
+                        self.model_version,
+                        name,
+                    )
+                )
+        return reports
 
     def flush(self, *, now: datetime) -> ProcessResult:
         """Close every open window, as if event time had moved a whole window on."""
@@ -154,11 +183,27 @@ class MonitorState:
             return
         columns = self._columns(rows)
         panes = self.ring.pane_index(ts)
+        segments = self._segment_of(rows) if self.segment_rings else None
         for pane in np.unique(panes):
             selected = panes == pane
             histograms = histograms_of(self.monitor.profile, columns, selected)
             self.ring.add(int(pane), Pane(tuple(histograms)))
+            if segments is None:
+                continue
+            for name, ring in self.segment_rings.items():
+                in_segment = selected & (segments == name)
+                if in_segment.any():
+                    histograms = histograms_of(self.monitor.profile, columns, in_segment)
+                    ring.add(int(pane), Pane(tuple(histograms)))
         self.ring.observe(float(ts.max()))
+
+    def _segment_of(self, rows: Sequence[EventRow]) -> npt.NDArray[np.object_]:
+        """Each row's reported segment: its own if listed, else ``other`` (or None)."""
+        pooled = OTHER_SEGMENT if OTHER_SEGMENT in self.segment_rings else None
+        listed = self.segment_rings.keys() - {OTHER_SEGMENT}
+        return np.array(
+            [row.segment if row.segment in listed else pooled for row in rows], dtype=object
+        )
 
     def _columns(self, rows: Sequence[EventRow]) -> dict[str, Column]:
         columns: dict[str, Column] = {}

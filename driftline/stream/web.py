@@ -70,7 +70,9 @@ def register_views(app: faust.App, service: DriftService) -> None:
                 limit = _limit(request)
             except ValueError as exc:
                 return problem(self, 400, "Invalid query", str(exc))
-            return self.json({"reports": await asyncio.to_thread(store.reports, model_id, limit)})
+            segment = request.query.get("segment")
+            reports = await asyncio.to_thread(store.reports, model_id, limit, segment)
+            return self.json({"reports": reports})
 
     @app.page("/v1/triggers")
     class Triggers(View):

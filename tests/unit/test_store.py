@@ -101,3 +101,19 @@ def test_due_deliveries_and_attempts(store: Store) -> None:
 
 def test_ping(store: Store) -> None:
     assert store.ping()
+
+
+def test_segment_reports_are_kept_apart(store: Store) -> None:
+    reports, _ = drifting_results()
+    eu = [r.model_copy(update={"segment": "eu", "n": r.n // 2}) for r in reports]
+    store.record_results([*reports, *eu], [], {}, NOW)
+    store.record_results(eu, [], {}, NOW)  # reprocessed: replaces, never duplicates
+    overall = store.reports("m", limit=100)
+    segment = store.reports("m", limit=100, segment="eu")
+    assert len(overall) == len(segment) == len(reports)
+    assert {r["segment"] for r in overall} == {None}
+    assert [r["n"] for r in segment] == [r["n"] for r in overall_halves(overall)]
+
+
+def overall_halves(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{**r, "n": int(r["n"]) // 2} for r in rows]  # type: ignore[call-overload]
