@@ -67,7 +67,7 @@ def write_inputs(workdir: Path, webhook_url: str) -> None:
                     "allowed_lateness": "10s",
                     "min_events": 200,
                 },
-                "thresholds": {"metric": "psi", "value": 0.2},
+                "thresholds": {"mode": "calibrated", "metric": "psi", "false_alarm_rate": 0.01},
                 "policy": {"consecutive_windows": 2, "clean_windows_to_close": 3},
                 "targets": [
                     {

@@ -105,5 +105,13 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert spec.model_id == "fraud-detector"
     assert spec.window.pane_seconds == 60.0
     assert spec.window.allowed_lateness == 30.0
-    assert [f.name for f in spec.features or []] == ["amount", "country", "score"]
+    assert [f.name for f in spec.features or []] == [
+        "amount",
+        "country",
+        "is_returning",
+        "tenure_days",
+        "score",
+    ]
+    assert spec.thresholds.mode == "calibrated" and spec.thresholds.correction == "bonferroni"
+    assert spec.segments is not None and spec.segments.values == ["eu", "us"]
     assert spec.policy.consecutive_windows == 2
