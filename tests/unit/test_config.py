@@ -112,6 +112,8 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         "tenure_days",
         "score",
     ]
-    assert spec.thresholds.mode == "calibrated" and spec.thresholds.correction == "bonferroni"
-    assert spec.segments is not None and spec.segments.values == ["eu", "us"]
+    assert spec.thresholds.mode == "calibrated"
+    assert spec.thresholds.correction == "bonferroni"
+    assert spec.segments is not None
+    assert spec.segments.values == ["eu", "us"]
     assert spec.policy.consecutive_windows == 2
