@@ -11,7 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from driftline.detectors.binning import category_label
-from driftline.detectors.profile import Column
+from driftline.detectors.histogram import Column
 from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec
 

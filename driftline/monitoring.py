@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from driftline.datafiles import infer_features, read_table, table_columns
 from driftline.detectors.binning import CategoricalBinning, NumericBinning
-from driftline.detectors.profile import Column, FeatureProfile, Histogram, ReferenceProfile
+from driftline.detectors.histogram import Column, Histogram
+from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec, MonitorSpec, ThresholdSpec
 from driftline.schemas.reports import DriftReport, FeatureDrift, FeatureStats

@@ -28,11 +28,10 @@ from driftline.detectors.divergence import (
     probabilities,
     psi_of,
 )
+from driftline.detectors.histogram import Column, Histogram, spread_all
 from driftline.detectors.moments import Moments
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
-#: A numeric column is float64 with NaN for missing; a categorical one, objects (str or None).
-Column = npt.NDArray[np.float64] | npt.NDArray[np.object_]
 
 
 class FeatureDefinition(Protocol):
@@ -46,64 +45,6 @@ class FeatureDefinition(Protocol):
     def bins(self) -> int: ...
     @property
     def max_categories(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Histogram:
-    """Bin counts, moments and a quantile sketch of one feature over some rows.
-
-    Histograms of disjoint rows add up to the histogram of their union.
-
-    >>> binning = NumericBinning.from_reference(np.arange(10.0), bins=2)
-    >>> h = Histogram.observe(binning, np.array([1.0, np.nan, 8.0]))
-    >>> h.counts.tolist(), h.n, h.missing
-    ([1, 0, 1, 1, 0], 3, 1)
-    """
-
-    counts: npt.NDArray[np.int64]
-    moments: Moments
-    sketch: npt.NDArray[np.int64]
-
-    @classmethod
-    def observe(cls, binning: Binning, column: Column) -> Histogram:
-        counts = np.bincount(binning.assign(column), minlength=binning.n_bins)  # type: ignore[arg-type]
-        if isinstance(binning, NumericBinning):
-            values = np.asarray(column, dtype=np.float64)
-            return cls(counts.astype(np.int64), Moments.of(values), binning.sketch(values))
-        return cls(counts.astype(np.int64), Moments(), _NO_SKETCH)
-
-    def __add__(self, other: Histogram) -> Histogram:
-        return Histogram(
-            self.counts + other.counts,
-            self.moments + other.moments,
-            self.sketch + other.sketch if self.sketch.size else self.sketch,
-        )
-
-    @property
-    def n(self) -> int:
-        return int(self.counts.sum())
-
-    @property
-    def missing(self) -> int:
-        return int(self.counts[0])
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "counts": self.counts.tolist(),
-            "moments": self.moments.to_state(),
-            "sketch": self.sketch.tolist(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Histogram:
-        return cls(
-            np.asarray(state["counts"], dtype=np.int64),
-            Moments.from_state(state["moments"]),
-            np.asarray(state.get("sketch", ()), dtype=np.int64),
-        )
-
-
-_NO_SKETCH = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -250,7 +191,7 @@ class ReferenceProfile:
             np.searchsorted(ordered[j, : present[j]], b.probes, side="left")  # type: ignore[union-attr]
             for j, b in enumerate(binnings)
         ]
-        counts, sketches = _spread_all(binnings, positions, n_missing, present)  # type: ignore[arg-type]
+        counts, sketches = spread_all(binnings, positions, n_missing, present)  # type: ignore[arg-type]
         rows_at = np.arange(len(indices))
         if values.shape[1]:
             lows = ordered[rows_at, np.minimum(below, values.shape[1] - 1)].tolist()
@@ -400,43 +341,3 @@ class ReferenceProfile:
         """Content hash of the profile: equal profiles, equal fingerprints."""
         encoded = orjson.dumps(self.to_state(), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(encoded).hexdigest()
-
-
-def _spread_all(
-    binnings: Sequence[NumericBinning],
-    positions: Sequence[npt.NDArray[np.intp]],
-    missing: npt.NDArray[np.intp],
-    present: npt.NDArray[np.intp],
-) -> tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]]]:
-    """Bin and sketch counts of many features from their probe positions, by layout group.
-
-    Per feature this is ``NumericBinning.counts_from_sorted``, done for every feature of
-    the same edge and sketch sizes in a few array operations instead of many small ones.
-    """
-    counts: list[npt.NDArray[np.int64]] = [_NO_SKETCH] * len(binnings)
-    sketches: list[npt.NDArray[np.int64]] = [_NO_SKETCH] * len(binnings)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for j, binning in enumerate(binnings):
-        groups.setdefault((binning.edges.size, binning.sketch_edges.size), []).append(j)
-    for (n_edges, n_sketch), members in groups.items():
-        at = np.stack([positions[j] for j in members])
-        total = present[members][:, None]
-        bins = np.empty((len(members), n_edges + 2), dtype=np.int64)
-        bins[:, 0] = missing[members]
-        bins[:, 1:] = _spread_rows(at[:, :n_edges], total)
-        spread = _spread_rows(at[:, n_edges:], total) if n_sketch else None
-        for k, j in enumerate(members):
-            counts[j] = bins[k]
-            if spread is not None:
-                sketches[j] = spread[k]
-    return counts, sketches
-
-
-def _spread_rows(
-    positions: npt.NDArray[np.intp], total: npt.NDArray[np.intp]
-) -> npt.NDArray[np.int64]:
-    out = np.empty((positions.shape[0], positions.shape[1] + 1), dtype=np.int64)
-    out[:, 0] = positions[:, 0]
-    out[:, 1:-1] = positions[:, 1:] - positions[:, :-1]
-    out[:, -1:] = total - positions[:, -1:]
-    return out

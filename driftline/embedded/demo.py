@@ -211,6 +211,10 @@ async def _run(workdir: Path, budget_s: float) -> int:
                 f"[3/4] sending {CLEAN_PANES} minutes of reference-like traffic, then drifted "
                 "traffic (amount, score, country shift); windows: 5 min sliding by 1 min"
             )
+            say(
+                "      cells: PSI per feature; * = past its threshold, calibrated from the "
+                "reference for the window's size (1% false alarms per window)"
+            )
             async with aiohttp.ClientSession() as http:
                 return await _stream(http, api, receiver, topics, bootstrap, worker, deadline)
     finally:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftline.detectors.binning import category_label
-from driftline.detectors.profile import Column, Histogram
+from driftline.detectors.histogram import Column, Histogram
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
 from driftline.schemas.events import EventRow

@@ -256,16 +256,17 @@ async def check_api(
             assert problem["detail"]
 
 
-def check_reports(database: Path, valid_ts: list[float]) -> None:
+def stored(database: Path, query: str) -> list[Any]:
+    """One column of a query against the worker's SQLite store (JSON decoded)."""
     engine = create_engine(f"sqlite:///{database}")
     with engine.connect() as connection:
-        rows = (
-            connection.execute(text("SELECT report FROM window_reports ORDER BY window_end"))
-            .scalars()
-            .all()
-        )
+        values = connection.execute(text(query)).scalars().all()
     engine.dispose()
-    reports = [json.loads(r) if isinstance(r, str) else r for r in rows]
+    return [json.loads(v) if isinstance(v, str) and v.startswith("{") else v for v in values]
+
+
+def check_reports(database: Path, valid_ts: list[float]) -> None:
+    reports = stored(database, "SELECT report FROM window_reports ORDER BY window_end")
     ts = np.asarray(valid_ts)
     # Panes 0..9 hold data: windows end at panes 0..13 (the far event's are still open).
     assert len(reports) == 14
@@ -301,11 +302,7 @@ def check_webhook(receiver: WebhookReceiver, database: Path) -> None:
     assert ratios == sorted(ratios, reverse=True)
     # Calibrated for ~1,500-event windows: far below the folklore PSI 0.2.
     assert all(0 < f["threshold"] < 0.1 for f in data["drifted_features"])
-    engine = create_engine(f"sqlite:///{database}")
-    with engine.connect() as connection:
-        status = connection.execute(text("SELECT status FROM deliveries")).scalars().all()
-    engine.dispose()
-    assert status == ["delivered"]
+    assert stored(database, "SELECT status FROM deliveries") == ["delivered"]
 
 
 def check_dead_letters(bootstrap: str, topic: str, bad: dict[str, int]) -> None:
@@ -338,21 +335,10 @@ def check_replay_matches_the_worker(tmp_path: Path) -> None:
         Replay({spec.model_id: build_monitor(spec)}).run(read_events(tmp_path / "events.jsonl"))
     )
     windows = [r for r in replayed if isinstance(r, DriftReport)]
-    engine = create_engine(f"sqlite:///{tmp_path / 'driftline.db'}")
-    with engine.connect() as connection:
-        rows = (
-            connection.execute(text("SELECT report FROM window_reports ORDER BY window_end"))
-            .scalars()
-            .all()
-        )
-        trigger_ids = connection.execute(text("SELECT trigger_id FROM triggers")).scalars().all()
-    engine.dispose()
-    live = [
-        DriftReport.model_validate(
-            {**(json.loads(r) if isinstance(r, str) else r), "reference_version": None}
-        )
-        for r in rows
-    ]
+    database = tmp_path / "driftline.db"
+    rows = stored(database, "SELECT report FROM window_reports ORDER BY window_end")
+    trigger_ids = stored(database, "SELECT trigger_id FROM triggers")
+    live = [DriftReport.model_validate({**r, "reference_version": None}) for r in rows]
     assert len(windows) == len(live) == 14
     assert_same_reports(windows, live)
     assert [t.data.trigger_id for t in replayed if not isinstance(t, DriftReport)] == trigger_ids

@@ -12,8 +12,9 @@ from driftline.detectors.binning import (
     binning_from_state,
     category_label,
 )
+from driftline.detectors.histogram import Histogram
 from driftline.detectors.moments import Moments
-from driftline.detectors.profile import FeatureProfile, Histogram, ReferenceProfile
+from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.schemas.monitors import FeatureSpec
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from driftline.detectors.binning import NumericBinning
-from driftline.detectors.profile import Histogram, ReferenceProfile
+from driftline.detectors.histogram import Histogram
+from driftline.detectors.profile import ReferenceProfile
 from driftline.monitoring import Monitor, calibrate
 from driftline.schemas.events import EventRow
 from driftline.schemas.monitors import MonitorSpec
