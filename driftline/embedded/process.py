@@ -79,6 +79,12 @@ class WorkerProcess:
         """SIGTERM, then SIGKILL after ``within_s``; returns the exit code."""
         return None if self._process is None else stop_process(self._process, within_s)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (the crash tests use this)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def __enter__(self) -> WorkerProcess:
         return self.start()
 

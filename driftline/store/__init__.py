@@ -1,5 +1,5 @@
 """Durable state through SQLAlchemy 2: SQLite by default, PostgreSQL in production."""
 
-from driftline.store.repository import DeliveryRow, Store
+from driftline.store.repository import DeliveryRow, Snapshot, Store
 
-__all__ = ["DeliveryRow", "Store"]
+__all__ = ["DeliveryRow", "Snapshot", "Store"]

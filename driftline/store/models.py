@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -68,6 +78,29 @@ class WindowReportRow(Base):
     drifted: Mapped[bool]
     report: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+class ModelStateRow(Base):
+    """The latest snapshot of a model's windows and policy, and the partition it came from."""
+
+    __tablename__ = "model_states"
+
+    model_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(256))
+    partition: Mapped[int]
+    state: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class ConsumerOffsetRow(Base):
+    """The last offset of each partition whose events are counted in the snapshots."""
+
+    __tablename__ = "consumer_offsets"
+
+    topic: Mapped[str] = mapped_column(String(256), primary_key=True)
+    partition: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
 
 
 class TriggerRow(Base):

@@ -19,7 +19,9 @@ from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store.models import (
     Base,
+    ConsumerOffsetRow,
     DeliveryRowModel,
+    ModelStateRow,
     MonitorRow,
     ReferenceProfileRow,
     TriggerRow,
@@ -30,6 +32,15 @@ from driftline.store.models import (
 def _utc(moment: datetime) -> datetime:
     """SQLite returns naive datetimes; everything stored is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A model's state as of a batch, and the partition its events come from."""
+
+    topic: str
+    partition: int
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +177,14 @@ class Store:
         triggers: Sequence[RetrainingEvent],
         targets: Mapping[str, Sequence[WebhookTarget]],
         now: datetime,
+        snapshots: Mapping[str, Snapshot] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
-        """Window reports, triggers and their outbox rows, in one transaction.
+        """Window reports, triggers, their outbox rows, model snapshots and consumed offsets,
+        in one transaction: after a crash, either all of a batch's effects are stored or none.
 
-        A window reported again (reprocessing after a restart) replaces its report;
-        a trigger already recorded is not recorded or delivered again.
+        A window reported again (reprocessing) replaces its report; a trigger already
+        recorded is not recorded or delivered again.
         """
         with self._sessions.begin() as session:
             for report in reports:
@@ -195,6 +209,22 @@ class Store:
                 )
             for trigger in triggers:
                 self._add_trigger(session, trigger, targets.get(trigger.data.model_id, ()), now)
+            for model_id, snapshot in (snapshots or {}).items():
+                session.merge(
+                    ModelStateRow(
+                        model_id=model_id,
+                        topic=snapshot.topic,
+                        partition=snapshot.partition,
+                        state=snapshot.state,
+                        updated_at=now,
+                    )
+                )
+            for (topic, partition), offset in (offsets or {}).items():
+                session.merge(
+                    ConsumerOffsetRow(
+                        topic=topic, partition=partition, offset=offset, updated_at=now
+                    )
+                )
 
     def _add_trigger(
         self,
@@ -228,6 +258,23 @@ class Store:
                     created_at=now,
                 )
             )
+
+    def load_partition(
+        self, topic: str, partition: int
+    ) -> tuple[int | None, dict[str, dict[str, Any]]]:
+        """The last stored offset of a partition and the snapshots of the models it carries."""
+        with self._sessions() as session:
+            offset = session.scalar(
+                select(ConsumerOffsetRow.offset).where(
+                    ConsumerOffsetRow.topic == topic, ConsumerOffsetRow.partition == partition
+                )
+            )
+            rows = session.scalars(
+                select(ModelStateRow).where(
+                    ModelStateRow.topic == topic, ModelStateRow.partition == partition
+                )
+            )
+            return offset, {row.model_id: row.state for row in rows}
 
     # -- the relay's reads and writes --------------------------------------------------
 

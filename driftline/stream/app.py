@@ -130,5 +130,13 @@ def create_app(
 
     # Faust types app.service for classes; it starts instances just the same.
     app.service(RelayService(service, settings.relay_interval_s))  # type: ignore[arg-type]
+
+    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust waits for in-flight events first (stream_wait_empty): nothing is mid-batch.
+        (revoked,) = args
+        service.revoke({(tp.topic, tp.partition) for tp in revoked})
+
+    app.on_partitions_revoked.connect(forget_revoked)
+
     register_views(app, service)
     return app, service

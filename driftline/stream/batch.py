@@ -29,6 +29,8 @@ class BatchResult:
     triggers: list[RetrainingEvent] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+    #: The (topic, partition) each model's events in this batch came from (the last one).
+    partitions: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +53,11 @@ class StreamProcessor:
         for model_id, group in self._group(messages, result).items():
             result.accepted[model_id] = self._process(model_id, group, now, result)
         return result
+
+    def reset(self, model_id: str) -> MonitorState:
+        """Forget a model's state (its partition moved away); returns the fresh state."""
+        state = self.states[model_id] = MonitorState(self.monitors[model_id])
+        return state
 
     def flush(self, now: datetime) -> BatchResult:
         """Close every open window (end of a replayed file); the worker never does this."""
@@ -87,6 +94,7 @@ class StreamProcessor:
             if decoded.model_id not in self.states:
                 result.skipped += len(decoded.rows)
                 continue
+            result.partitions[decoded.model_id] = (source.topic, source.partition)
             group = groups.setdefault(decoded.model_id, _ModelRows())
             group.rows.extend(decoded.rows)
             group.origins.extend((source, index) for index in decoded.row_indices)

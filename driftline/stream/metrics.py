@@ -86,6 +86,11 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.events_already_counted = Counter(
+            "driftline_events_already_counted",
+            "Events redelivered after a restart that the stored state already counts",
+            registry=registry,
+        )
         self.events_skipped = Counter(
             "driftline_events_skipped",
             "Valid events of models no monitor watches",

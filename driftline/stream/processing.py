@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -138,6 +138,35 @@ class MonitorState:
                 )
         return reports
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this state is (JSON-able)."""
+        return {
+            "reference_version": self.monitor.reference_version,
+            "ring": self.ring.to_state(_pane_state),
+            "segments": {
+                name: ring.to_state(_pane_state) for name, ring in self.segment_rings.items()
+            },
+            "policy": self.policy.to_state(),
+            "model_version": self.model_version,
+            "last_report": None
+            if self.last_report is None
+            else self.last_report.model_dump(mode="json"),
+        }
+
+    def restore(self, state: dict[str, Any]) -> bool:
+        """Continue from a snapshot; False (and unchanged) if it is of another reference."""
+        if state.get("reference_version") != self.monitor.reference_version:
+            return False
+        self.ring.restore(state["ring"], _pane_from_state)
+        for name, ring_state in state.get("segments", {}).items():
+            if name in self.segment_rings:
+                self.segment_rings[name].restore(ring_state, _pane_from_state)
+        self.policy.restore(state["policy"])
+        self.model_version = state["model_version"]
+        last = state.get("last_report")
+        self.last_report = None if last is None else DriftReport.model_validate(last)
+        return True
+
     def flush(self, *, now: datetime) -> ProcessResult:
         """Close every open window, as if event time had moved a whole window on."""
         window = self.monitor.spec.window
@@ -236,3 +265,11 @@ _EXPECTED: dict[str, Callable[[object], bool]] = {
     "boolean": lambda v: isinstance(v, bool),
 }
 _EXPECTED_TEXT = {"numeric": "a number", "boolean": "true/false"}
+
+
+def _pane_state(pane: Pane) -> list[dict[str, Any]]:
+    return [histogram.to_state() for histogram in pane.histograms]
+
+
+def _pane_from_state(state: list[dict[str, Any]]) -> Pane:
+    return Pane(tuple(Histogram.from_state(h) for h in state))

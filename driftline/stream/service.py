@@ -10,18 +10,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftline.monitoring import Monitor
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
-from driftline.store import Store
+from driftline.store import Snapshot, Store
 from driftline.stream.batch import StreamProcessor
 from driftline.stream.deadletter import DeadLetter, SourceMessage
 from driftline.stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DeadLetterSender = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 #: Retry of a failed store write: first wait, and the cap of the doubling wait.
@@ -45,6 +47,9 @@ class DriftService:
         self.metrics = metrics
         self._dead_letter = dead_letter
         self.store_healthy = True
+        self._loaded: set[tuple[str, int]] = set()
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._partition_of: dict[str, tuple[str, int]] = {}
 
     def last_reports(self) -> dict[str, DriftReport | None]:
         return {model_id: state.last_report for model_id, state in self.states.items()}
@@ -57,10 +62,19 @@ class DriftService:
         }
 
     async def handle(self, messages: Sequence[SourceMessage]) -> None:
-        """Process one batch; returns only once its results are durable (then it may be acked)."""
+        """Process one batch; returns only once its effects are durable (then it may be acked).
+
+        Effects are the dead letters (acked by the broker), then in one transaction the
+        window reports, triggers, outbox rows, the touched models' snapshots and the
+        partitions' last offsets. Events at or below a partition's stored offset were
+        counted before a restart and are skipped, so nothing is counted twice.
+        """
         started = time.perf_counter()
+        await self._load_partitions({(m.topic, m.partition) for m in messages})
+        fresh = [m for m in messages if m.offset > self._offsets.get((m.topic, m.partition), -1)]
+        self.metrics.events_already_counted.inc(len(messages) - len(fresh))
         now = datetime.now(UTC)
-        result = self.processor.process(messages, now)
+        result = self.processor.process(fresh, now)
         for model_id, accepted in result.accepted.items():
             self.metrics.events_processed.labels(model_id).inc(accepted)
         self.metrics.events_skipped.inc(result.skipped)
@@ -68,8 +82,18 @@ class DriftService:
             await self._dead_letter(result.dead)
             for letter in result.dead:
                 self.metrics.events_dead_lettered.labels(letter.reason).inc()
-        if result.reports or result.triggers:
-            await self._write(result.reports, result.triggers, now)
+        offsets: dict[tuple[str, int], int] = {}
+        for message in fresh:
+            key = (message.topic, message.partition)
+            offsets[key] = max(offsets.get(key, -1), message.offset)
+        snapshots = {
+            model_id: Snapshot(*partition, self.states[model_id].to_state())
+            for model_id, partition in result.partitions.items()
+        }
+        if offsets:
+            await self._write(result.reports, result.triggers, now, snapshots, offsets)
+            self._offsets.update(offsets)
+            self._partition_of.update(result.partitions)
         for report in result.reports:
             self.metrics.windows_closed.labels(report.model_id, str(report.drifted).lower()).inc()
         for trigger in result.triggers:
@@ -82,20 +106,67 @@ class DriftService:
             )
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
+    async def _load_partitions(self, partitions: set[tuple[str, int]]) -> None:
+        """Restore the snapshots of partitions seen for the first time (since assignment)."""
+        for topic, partition in sorted(partitions - self._loaded):
+            offset, snapshots = await self._retry(self.store.load_partition, topic, partition)
+            for model_id, state in snapshots.items():
+                if model_id not in self.states:
+                    continue
+                if self.processor.reset(model_id).restore(state):
+                    self._partition_of[model_id] = (topic, partition)
+                else:
+                    log.warning(
+                        "snapshot of %s is for another reference version; its windows start afresh",
+                        model_id,
+                    )
+            if offset is not None:
+                self._offsets[(topic, partition)] = offset
+            self._loaded.add((topic, partition))
+            log.info(
+                "partition %s[%d]: restored %d model(s), resuming after offset %s",
+                topic,
+                partition,
+                len(snapshots),
+                offset,
+            )
+
+    def revoke(self, partitions: set[tuple[str, int]]) -> None:
+        """Forget partitions handed to another worker: it restores them from the store."""
+        self._loaded -= partitions
+        for key in partitions:
+            self._offsets.pop(key, None)
+        for model_id, partition in list(self._partition_of.items()):
+            if partition in partitions:
+                self.processor.reset(model_id)
+                del self._partition_of[model_id]
+
     async def _write(
-        self, reports: list[DriftReport], triggers: list[RetrainingEvent], now: datetime
+        self,
+        reports: list[DriftReport],
+        triggers: list[RetrainingEvent],
+        now: datetime,
+        snapshots: dict[str, Snapshot],
+        offsets: dict[tuple[str, int], int],
     ) -> None:
-        """Write until it succeeds: the batch must not be acked before its results are stored."""
+        """Write until it succeeds: the batch must not be acked before its effects are stored."""
         targets = {model_id: m.spec.targets for model_id, m in self.monitors.items()}
+        await self._retry(
+            self.store.record_results, reports, triggers, targets, now, snapshots, offsets
+        )
+
+    async def _retry(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a store call in a thread until it succeeds, backing off up to a cap."""
         delay, cap = STORE_RETRY_S
         while True:
             try:
-                await asyncio.to_thread(self.store.record_results, reports, triggers, targets, now)
-                self.store_healthy = True
-                return
+                value = await asyncio.to_thread(call, *args)
             except SQLAlchemyError as exc:
                 self.store_healthy = False
                 self.metrics.store_errors.inc()
-                log.error("store write failed, retrying in %.1fs: %s", delay, exc)
+                log.error("store call failed, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(cap, delay * 2)
+            else:
+                self.store_healthy = True
+                return value

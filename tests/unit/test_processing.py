@@ -102,3 +102,21 @@ def test_shift_is_detected_and_fires_once_per_episode() -> None:
     assert {f.name for f in first.drifted_features} == {"x", "c"}
     ranks = [f.score / f.threshold for f in first.drifted_features]
     assert ranks == sorted(ranks, reverse=True)
+
+
+def test_a_restored_snapshot_continues_exactly() -> None:
+    """Process half, snapshot through JSON, restore into a fresh state, process the rest."""
+    import orjson
+
+    monitor = make_monitor(lateness="30s")
+    whole = MonitorState(monitor).process(ROWS, "v1", now=NOW)
+    first = MonitorState(monitor)
+    head = first.process(ROWS[:700], "v1", now=NOW)
+    second = MonitorState(monitor)
+    assert second.restore(orjson.loads(orjson.dumps(first.to_state())))
+    tail = second.process(ROWS[700:], "v1", now=NOW)
+    assert_same_reports(head.reports + tail.reports, whole.reports)
+    assert second.last_report == whole.reports[-1]
+    other = make_monitor(lateness="30s")
+    stale = MonitorState(type(other)(other.spec, other.features, other.profile, 2))
+    assert not stale.restore(first.to_state())  # another reference version: start afresh
