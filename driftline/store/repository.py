@@ -64,7 +64,8 @@ def create_store_engine(url: str) -> Engine:
         raise ConfigError(f"DRIFTLINE_DATABASE_URL {url!r} is not a database URL: {exc}") from None
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, pool_pre_ping=True)
+    connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
+    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.get_backend_name() == "sqlite":
 
         @event.listens_for(engine, "connect")
