@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     relay_interval_s: float = Field(
         1.0, gt=0, description="How often the outbox relay looks for due deliveries."
     )
+    report_retention_days: float = Field(
+        30.0, gt=0, description="Window reports older than this many days are pruned."
+    )
+    delivery_retention_days: float = Field(
+        30.0, gt=0, description="Delivered or dead outbox rows older than this are pruned."
+    )
     data_dir: Path = Field(
         Path(".driftline"), description="Directory for the worker's local files (Faust datadir)."
     )

@@ -323,6 +323,23 @@ class Store:
             if status == "delivered":
                 row.delivered_at = now
 
+    def prune(self, reports_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
+        """Delete old window reports and finished deliveries; returns how many of each.
+
+        Pending deliveries, triggers and reference profiles are never pruned.
+        """
+        with self._sessions.begin() as session:
+            reports = session.execute(
+                delete(WindowReportRow).where(WindowReportRow.created_at < reports_before)
+            )
+            deliveries = session.execute(
+                delete(DeliveryRowModel).where(
+                    DeliveryRowModel.status.in_(("delivered", "dead")),
+                    DeliveryRowModel.created_at < deliveries_before,
+                )
+            )
+            return int(reports.rowcount or 0), int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
+
     # -- queries -----------------------------------------------------------------------
 
     def reports(

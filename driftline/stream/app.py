@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
@@ -24,15 +25,18 @@ from driftline.triggers.relay import OutboxRelay
 from driftline.triggers.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
+#: How often old window reports and finished deliveries are pruned.
+PRUNE_INTERVAL_S = 3600.0
 
 
 class RelayService(Service):
     """Runs the outbox relay every ``interval`` seconds, with its own HTTP session."""
 
-    def __init__(self, service: DriftService, interval: float, **kwargs: Any) -> None:
+    def __init__(self, service: DriftService, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._service = service
-        self._interval = interval
+        self._settings = settings
+        self._interval = settings.relay_interval_s
         self._session: aiohttp.ClientSession | None = None
 
     async def on_start(self) -> None:
@@ -58,6 +62,23 @@ class RelayService(Service):
             except Exception:
                 log.exception("outbox relay pass failed; retrying")
             await self.sleep(self._interval)
+
+    @Service.timer(PRUNE_INTERVAL_S)
+    async def _prune(self) -> None:
+        """Delete window reports and finished deliveries past their retention."""
+        now = datetime.now(UTC)
+        day = timedelta(days=1)
+        try:
+            reports, deliveries = await asyncio.to_thread(
+                self._service.store.prune,
+                now - self._settings.report_retention_days * day,
+                now - self._settings.delivery_retention_days * day,
+            )
+        except Exception:
+            log.exception("pruning old rows failed; will retry")
+            return
+        if reports or deliveries:
+            log.info("pruned %d window reports and %d deliveries", reports, deliveries)
 
 
 def create_app(
@@ -129,7 +150,7 @@ def create_app(
             )
 
     # Faust types app.service for classes; it starts instances just the same.
-    app.service(RelayService(service, settings.relay_interval_s))  # type: ignore[arg-type]
+    app.service(RelayService(service, settings))  # type: ignore[arg-type]
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust waits for in-flight events first (stream_wait_empty): nothing is mid-batch.

@@ -117,3 +117,26 @@ def test_segment_reports_are_kept_apart(store: Store) -> None:
 
 def overall_halves(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{**r, "n": int(r["n"]) // 2} for r in rows]  # type: ignore[call-overload]
+
+
+def test_prune_keeps_recent_rows_and_pending_deliveries(store: Store) -> None:
+    reports, triggers = drifting_results()
+    target = WebhookTarget(url="http://127.0.0.1:9/hook", secret=SECRET)  # type: ignore[arg-type]
+    old = NOW - timedelta(days=40)
+    store.record_results(reports[:3], triggers, {"m": [target]}, old)  # old, pending delivery
+    store.record_results(reports[3:], [], {}, NOW)
+    assert store.prune(NOW - timedelta(days=30), NOW - timedelta(days=30)) == (3, 0)
+    assert len(store.reports("m", limit=100)) == len(reports) - 3
+    (delivery,) = store.deliveries()  # pending: never pruned, however old
+    store.record_attempt(
+        delivery["id"],
+        status="delivered",
+        http_status=204,
+        error=None,
+        latency_s=0.1,
+        next_attempt_at=NOW,
+        now=NOW,
+    )
+    assert store.prune(NOW - timedelta(days=30), NOW - timedelta(days=30)) == (0, 1)
+    assert store.deliveries() == []
+    assert len(store.triggers()) == 1  # the audit record stays
