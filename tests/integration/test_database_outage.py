@@ -91,10 +91,7 @@ def test_postgres_outage_mid_stream(
     (spec,) = load_monitors(monitors).models
     replay = Replay({MODEL: build_monitor(spec)})
     expected = list(replay.run(read_events(tmp_path / "events.jsonl")))
-    stored = [
-        DriftReport.model_validate({**r, "reference_version": None})
-        for r in direct.column("SELECT report FROM window_reports ORDER BY window_end")
-    ]
+    stored = direct.reports()
     assert_same_reports(stored, [r for r in expected if isinstance(r, DriftReport)])
     triggers = [t.data.trigger_id for t in expected if not isinstance(t, DriftReport)]
     assert sorted(direct.column("SELECT trigger_id FROM deliveries")) == sorted(triggers)

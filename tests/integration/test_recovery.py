@@ -96,6 +96,23 @@ class Store:
         except Exception:  # tables not created yet
             return []
 
+    def reports(self, order: str = "window_end") -> list[DriftReport]:
+        """Stored window reports, comparable with a replay (which has no reference version)."""
+        rows = self.column(f"SELECT report FROM window_reports ORDER BY {order}")
+        return [
+            DriftReport.model_validate(
+                {**(orjson.loads(r) if isinstance(r, str) else r), "reference_version": None}
+            )
+            for r in rows
+        ]
+
+    def rows(self) -> tuple[list[int], list[int]]:
+        """(partitions, offsets) of the stored consumer offsets."""
+        return (
+            self.column("SELECT partition FROM consumer_offsets ORDER BY partition"),
+            self.column('SELECT "offset" FROM consumer_offsets ORDER BY partition'),
+        )
+
     def offset(self) -> int:
         values = self.column('SELECT "offset" FROM consumer_offsets')
         return int(values[0]) if values else -1
@@ -159,12 +176,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     expected = list(replay.run(read_events(tmp_path / "events.jsonl")))
     expected_reports = [r for r in expected if isinstance(r, DriftReport)]
     expected_triggers = [t.data.trigger_id for t in expected if not isinstance(t, DriftReport)]
-    stored = [
-        DriftReport.model_validate(
-            {**(orjson.loads(r) if isinstance(r, str) else r), "reference_version": None}
-        )
-        for r in store.column("SELECT report FROM window_reports ORDER BY window_end")
-    ]
+    stored = store.reports()
     assert_same_reports(stored, expected_reports)
     assert len(expected_triggers) == 2  # two drift episodes
     assert sorted(store.column("SELECT trigger_id FROM triggers")) == sorted(expected_triggers)
