@@ -144,6 +144,37 @@ def format_evaluation(result: Evaluation) -> str:
     return "\n".join(lines)
 
 
+@cli.group()
+def db() -> None:
+    """The store's schema: migrations on DRIFTLINE_DATABASE_URL."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (the worker also does this at start)."""
+    from driftline.settings import load_settings
+    from driftline.store.migrate import current_revision, head_revision, upgrade
+    from driftline.store.repository import create_store_engine
+
+    engine = create_store_engine(load_settings().database_url)
+    before = current_revision(engine)
+    upgrade(engine)
+    click.echo(f"schema at {head_revision()} (was {before or 'empty'})")
+    engine.dispose()
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the newest one this version has."""
+    from driftline.settings import load_settings
+    from driftline.store.migrate import current_revision, head_revision
+    from driftline.store.repository import create_store_engine
+
+    engine = create_store_engine(load_settings().database_url)
+    click.echo(f"database: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
+    engine.dispose()
+
+
 @cli.command()
 @click.option(
     "--monitors",

@@ -63,10 +63,7 @@ class WindowReportRow(Base):
     """One closed window's drift report."""
 
     __tablename__ = "window_reports"
-    __table_args__ = (
-        UniqueConstraint("model_id", "segment", "window_end"),
-        Index("ix_window_reports_model_end", "model_id", "window_end"),
-    )
+    __table_args__ = (UniqueConstraint("model_id", "segment", "window_end"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     model_id: Mapped[str] = mapped_column(String(256))

@@ -17,8 +17,8 @@ from driftline.exceptions import ConfigError, StoreError
 from driftline.schemas.monitors import MonitorSpec, WebhookTarget
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
+from driftline.store.migrate import upgrade
 from driftline.store.models import (
-    Base,
     ConsumerOffsetRow,
     DeliveryRowModel,
     ModelStateRow,
@@ -92,10 +92,11 @@ class Store:
         return store
 
     def create_schema(self) -> None:
+        """Apply the schema migrations (safe when several workers start at once)."""
         try:
-            Base.metadata.create_all(self.engine)
+            upgrade(self.engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create the schema in {self.engine.url!r}: {exc}") from exc
+            raise StoreError(f"cannot migrate the schema of {self.engine.url!r}: {exc}") from exc
 
     def ping(self) -> bool:
         try:

@@ -152,7 +152,19 @@ def test_errors_are_one_clear_line(
         assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["evaluate"], ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["worker"],
+        ["evaluate"],
+        ["replay"],
+        ["demo"],
+        ["db"],
+        ["db", "upgrade"],
+        ["db", "current"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
