@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
 import faust
+from faust.types import EventT
 from mode import Service
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +27,8 @@ from driftline.triggers.relay import OutboxRelay
 from driftline.triggers.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
+#: Exit code when a batch fails unexpectedly (EX_SOFTWARE): restart to resume exactly.
+EXIT_UNEXPECTED = 70
 #: How often old window reports and finished deliveries are pruned.
 PRUNE_INTERVAL_S = 3600.0
 
@@ -81,6 +85,13 @@ class RelayService(Service):
             log.info("pruned %d window reports and %d deliveries", reports, deliveries)
 
 
+def _source(event: Any) -> SourceMessage:
+    message = event.message
+    return SourceMessage(
+        message.key, message.value, message.topic, message.partition, message.offset
+    )
+
+
 def create_app(
     settings: Settings,
     bootstrap: str,
@@ -131,25 +142,27 @@ def create_app(
 
     @app.agent(predictions, concurrency=1)
     async def monitor_predictions(stream: faust.StreamT[bytes]) -> None:
-        # take_events acks the batch when the loop moves on, even if the body raises:
-        # handle() returns only once the batch's results are durable.
-        async for events in cast(faust.Stream[bytes], stream).take_events(
+        # noack_take never acks by itself: each batch is acked here, only once handle()
+        # has made its effects durable. A batch interrupted (SIGTERM, crash) is never
+        # acked, so it is redelivered and the stored offsets tell what was counted.
+        batches = cast(faust.Stream[bytes], stream)
+        async for values in batches.noack_take(
             settings.batch_size, within=settings.batch_timeout_s
         ):
-            await service.handle(
-                [
-                    SourceMessage(
-                        e.message.key,
-                        e.message.value,
-                        e.message.topic,
-                        e.message.partition,
-                        e.message.offset,
-                    )
-                    for e in events
-                ]
-            )
+            # Typed as values, but noack_take yields the events (so they can be acked).
+            events = cast(Sequence[EventT[bytes]], values)
+            try:
+                await service.handle([_source(e) for e in events])
+            except Exception:
+                # Never move past a batch that was not stored: later offsets would be
+                # recorded as counted and this batch lost. Stop; a restart resumes exactly.
+                log.critical(
+                    "unexpected error processing a batch; stopping the worker", exc_info=True
+                )
+                os._exit(EXIT_UNEXPECTED)
+            for event in events:
+                await batches.ack(event)
 
-    # Faust types app.service for classes; it starts instances just the same.
     app.service(RelayService(service, settings))  # type: ignore[arg-type]
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""Exact recovery: SIGKILL the worker at random points mid-stream, restart, finish.
+"""Exact recovery: kill the worker at random points mid-stream (SIGKILL twice, SIGTERM
+once), restart, finish.
 
 Every window report must equal an uninterrupted run's (exact counts), and each drift
 episode must produce exactly one trigger and one outbox row, on SQLite and PostgreSQL.
@@ -163,7 +164,10 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
             target = produced - rng.randint(5, 40)
             wait_for(lambda t=target: store.offset() >= t, worker, 60)  # type: ignore[misc]
             time.sleep(rng.uniform(0.0, 0.3))
-            worker.kill()
+            if index == 1:
+                worker.stop()  # SIGTERM: a graceful stop mid-stream must be exact too
+            else:
+                worker.kill()
             kills += 1
     del producer  # flushed above; its threads stop before the broker does
     wait_for(lambda: store.offset() >= produced - 1, worker, 90)
