@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftline.exceptions import ConfigError
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     relay_interval_s: float = Field(
         1.0, gt=0, description="How often the outbox relay looks for due deliveries."
     )
+    snapshot_every_events: int = Field(
+        0, ge=0, description="Store state (and ack) after this many events; 0: every batch."
+    )
+    snapshot_every_s: float = Field(
+        0.0, ge=0, description="Store state (and ack) at least this often; 0: every batch."
+    )
     report_retention_days: float = Field(
         30.0, gt=0, description="Window reports older than this many days are pruned."
     )
@@ -64,6 +70,15 @@ class Settings(BaseSettings):
         "info", pattern=r"^(crit|error|warn|info|debug)$", description="Worker log level."
     )
 
+    @model_validator(mode="after")
+    def _cadence(self) -> Settings:
+        if self.snapshot_every_events and not self.snapshot_every_s:
+            raise ValueError(
+                "DRIFTLINE_SNAPSHOT_EVERY_S must be > 0 when DRIFTLINE_SNAPSHOT_EVERY_EVENTS "
+                "is set (or a quiet stream would never be stored)"
+            )
+        return self
+
 
 def load_settings() -> Settings:
     """Read settings from the environment; fail with a message naming the bad variable."""
@@ -72,6 +87,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"DRIFTLINE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc

@@ -137,7 +137,14 @@ def create_app(
 
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
-    service = DriftService(monitors, store, metrics, dead_letter)
+    service = DriftService(
+        monitors,
+        store,
+        metrics,
+        dead_letter,
+        settings.snapshot_every_events,
+        settings.snapshot_every_s,
+    )
     registry.register(DriftCollector(service.last_reports, service.watermarks))
 
     @app.agent(predictions, concurrency=1)
@@ -151,8 +158,13 @@ def create_app(
         ):
             # Typed as values, but noack_take yields the events (so they can be acked).
             events = cast(Sequence[EventT[bytes]], values)
+
+            async def acknowledge(batch: Sequence[EventT[bytes]] = events) -> None:
+                for event in batch:
+                    await batches.ack(event)
+
             try:
-                await service.handle([_source(e) for e in events])
+                await service.handle([_source(e) for e in events], acknowledge)
             except Exception:
                 # Never move past a batch that was not stored: later offsets would be
                 # recorded as counted and this batch lost. Stop; a restart resumes exactly.
@@ -160,14 +172,19 @@ def create_app(
                     "unexpected error processing a batch; stopping the worker", exc_info=True
                 )
                 os._exit(EXIT_UNEXPECTED)
-            for event in events:
-                await batches.ack(event)
+
+    async def store_when_due() -> None:
+        await service.flush()
+
+    if settings.snapshot_every_s:  # a quiet stream still gets stored (and acked)
+        app.timer(interval=min(1.0, settings.snapshot_every_s))(store_when_due)
 
     app.service(RelayService(service, settings))  # type: ignore[arg-type]
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust waits for in-flight events first (stream_wait_empty): nothing is mid-batch.
         (revoked,) = args
+        await service.flush(force=True)  # what is counted is stored before it moves away
         service.revoke({(tp.topic, tp.partition) for tp in revoked})
 
     app.on_partitions_revoked.connect(forget_revoked)

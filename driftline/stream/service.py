@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from driftline.monitoring import Monitor
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store import Snapshot, Store
-from driftline.stream.batch import StreamProcessor
+from driftline.stream.batch import BatchResult, StreamProcessor
 from driftline.stream.deadletter import DeadLetter, SourceMessage
 from driftline.stream.metrics import Metrics
 
@@ -30,6 +31,38 @@ DeadLetterSender = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 STORE_RETRY_S = (0.5, 30.0)
 
 
+Acknowledge = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Pending:
+    """Effects processed but not yet stored, and the acks that wait for them."""
+
+    reports: list[DriftReport] = field(default_factory=list)
+    triggers: list[RetrainingEvent] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    partitions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    acks: list[Acknowledge] = field(default_factory=list)
+    events: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def add(
+        self, result: BatchResult, fresh: Sequence[SourceMessage], on_durable: Acknowledge | None
+    ) -> None:
+        self.reports.extend(result.reports)
+        self.triggers.extend(result.triggers)
+        self.partitions.update(result.partitions)
+        for message in fresh:
+            key = (message.topic, message.partition)
+            self.offsets[key] = max(self.offsets.get(key, -1), message.offset)
+        self.events += len(fresh)
+        self.acks.append(on_durable or _nothing)
+
+
+async def _nothing() -> None:
+    return None
+
+
 class DriftService:
     """The stream processor, with its I/O: dead letters, the store, metrics."""
 
@@ -39,6 +72,8 @@ class DriftService:
         store: Store,
         metrics: Metrics,
         dead_letter: DeadLetterSender,
+        snapshot_every_events: int = 0,
+        snapshot_every_s: float = 0.0,
     ) -> None:
         self.processor = StreamProcessor(monitors)
         self.monitors = self.processor.monitors
@@ -47,6 +82,9 @@ class DriftService:
         self.metrics = metrics
         self._dead_letter = dead_letter
         self.store_healthy = True
+        self._lock = asyncio.Lock()
+        self._pending = _Pending()
+        self._cadence = (snapshot_every_events, snapshot_every_s)
         self._loaded: set[tuple[str, int]] = set()
         self._offsets: dict[tuple[str, int], int] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
@@ -61,42 +99,70 @@ class DriftService:
             if s.ring.watermark != float("-inf")
         }
 
-    async def handle(self, messages: Sequence[SourceMessage]) -> None:
-        """Process one batch; returns only once its effects are durable (then it may be acked).
+    async def handle(
+        self, messages: Sequence[SourceMessage], on_durable: Acknowledge | None = None
+    ) -> None:
+        """Process one batch; ``on_durable`` runs once its effects are stored (ack it then).
 
         Effects are the dead letters (acked by the broker), then in one transaction the
         window reports, triggers, outbox rows, the touched models' snapshots and the
-        partitions' last offsets. Events at or below a partition's stored offset were
-        counted before a restart and are skipped, so nothing is counted twice.
+        partitions' last offsets: with every batch, or when the snapshot cadence says.
+        Events at or below a partition's stored offset were counted before a restart and
+        are skipped, so nothing is counted twice.
         """
         started = time.perf_counter()
-        await self._load_partitions({(m.topic, m.partition) for m in messages})
-        fresh = [m for m in messages if m.offset > self._offsets.get((m.topic, m.partition), -1)]
-        self.metrics.events_already_counted.inc(len(messages) - len(fresh))
-        now = datetime.now(UTC)
-        result = self.processor.process(fresh, now)
-        for model_id, accepted in result.accepted.items():
-            self.metrics.events_processed.labels(model_id).inc(accepted)
-        self.metrics.events_skipped.inc(result.skipped)
-        if result.dead:
-            await self._dead_letter(result.dead)
-            for letter in result.dead:
-                self.metrics.events_dead_lettered.labels(letter.reason).inc()
-        offsets: dict[tuple[str, int], int] = {}
-        for message in fresh:
-            key = (message.topic, message.partition)
-            offsets[key] = max(offsets.get(key, -1), message.offset)
-        snapshots = {
-            model_id: Snapshot(*partition, self.states[model_id].to_state())
-            for model_id, partition in result.partitions.items()
-        }
-        if offsets:
-            await self._write(result.reports, result.triggers, now, snapshots, offsets)
-            self._offsets.update(offsets)
-            self._partition_of.update(result.partitions)
-        for report in result.reports:
+        async with self._lock:
+            await self._load_partitions({(m.topic, m.partition) for m in messages})
+            fresh = [
+                m for m in messages if m.offset > self._offsets.get((m.topic, m.partition), -1)
+            ]
+            self.metrics.events_already_counted.inc(len(messages) - len(fresh))
+            result = self.processor.process(fresh, datetime.now(UTC))
+            for model_id, accepted in result.accepted.items():
+                self.metrics.events_processed.labels(model_id).inc(accepted)
+            self.metrics.events_skipped.inc(result.skipped)
+            if result.dead:
+                await self._dead_letter(result.dead)
+                for letter in result.dead:
+                    self.metrics.events_dead_lettered.labels(letter.reason).inc()
+            self._pending.add(result, fresh, on_durable)
+            if self._commit_due():
+                await self._commit()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def flush(self, force: bool = False) -> None:
+        """Store pending effects if the cadence is due (or ``force``): the idle-time timer."""
+        async with self._lock:
+            if self._pending.acks and (force or self._commit_due()):
+                await self._commit()
+
+    def _commit_due(self) -> bool:
+        every_events, every_s = self._cadence
+        if not every_events and not every_s:
+            return True
+        pending = self._pending
+        return bool(
+            (every_events and pending.events >= every_events)
+            or (every_s and time.monotonic() - pending.since >= every_s)
+        )
+
+    async def _commit(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        if pending.offsets:
+            snapshots = {
+                model_id: Snapshot(*partition, self.states[model_id].to_state())
+                for model_id, partition in pending.partitions.items()
+            }
+            await self._write(
+                pending.reports, pending.triggers, datetime.now(UTC), snapshots, pending.offsets
+            )
+            self._offsets.update(pending.offsets)
+            self._partition_of.update(pending.partitions)
+        for acknowledge in pending.acks:
+            await acknowledge()
+        for report in pending.reports:
             self.metrics.windows_closed.labels(report.model_id, str(report.drifted).lower()).inc()
-        for trigger in result.triggers:
+        for trigger in pending.triggers:
             self.metrics.triggers.labels(trigger.data.model_id).inc()
             log.warning(
                 "drift episode opened for %s: trigger %s (%s)",
@@ -104,7 +170,6 @@ class DriftService:
                 trigger.data.trigger_id,
                 ", ".join(f.name for f in trigger.data.drifted_features),
             )
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _load_partitions(self, partitions: set[tuple[str, int]]) -> None:
         """Restore the snapshots of partitions seen for the first time (since assignment)."""

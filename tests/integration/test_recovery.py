@@ -122,6 +122,26 @@ class Store:
 def test_sigkill_at_random_points_loses_and_doubles_nothing(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, database_url: str
 ) -> None:
+    kill_and_finish(kafka_bootstrap, topic_prefix, tmp_path, database_url, {})
+
+
+def test_with_a_snapshot_cadence_too(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """State stored every 200 events or 0.5 s (not with every batch): still exact."""
+    cadence = {"SNAPSHOT_EVERY_EVENTS": "200", "SNAPSHOT_EVERY_S": "0.5"}
+    kill_and_finish(
+        kafka_bootstrap, topic_prefix, tmp_path, f"sqlite:///{tmp_path / 'store.db'}", cadence
+    )
+
+
+def kill_and_finish(
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    database_url: str,
+    extra: dict[str, str],
+) -> None:
     monitors = configure(tmp_path)
     sent = messages()
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(sent) + b"\n")
@@ -139,6 +159,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
         "BATCH_TIMEOUT_S": "0.05",
         "RELAY_INTERVAL_S": "3600",
         "LOG_LEVEL": "info",
+        **extra,
     }
     producer = Producer(
         {

@@ -117,3 +117,11 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert spec.segments is not None
     assert spec.segments.values == ["eu", "us"]
     assert spec.policy.consecutive_windows == 2
+
+
+def test_snapshot_cadence_needs_a_time_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_SNAPSHOT_EVERY_EVENTS", "1000")
+    with pytest.raises(ConfigError, match="DRIFTLINE_SNAPSHOT_EVERY_S must be > 0 when"):
+        load_settings()
+    monkeypatch.setenv("DRIFTLINE_SNAPSHOT_EVERY_S", "2")
+    assert load_settings().snapshot_every_events == 1000
