@@ -145,7 +145,14 @@ def create_app(
         settings.snapshot_every_events,
         settings.snapshot_every_s,
     )
-    registry.register(DriftCollector(service.last_reports, service.watermarks))
+
+    def assigned_partitions() -> int:
+        try:
+            return len(app.consumer.assignment())
+        except Exception:  # not started yet
+            return 0
+
+    registry.register(DriftCollector(service.last_reports, service.watermarks, assigned_partitions))
 
     @app.agent(predictions, concurrency=1)
     async def monitor_predictions(stream: faust.StreamT[bytes]) -> None:

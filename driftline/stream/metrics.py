@@ -18,9 +18,11 @@ class DriftCollector(Collector):
         self,
         last_reports: Callable[[], Mapping[str, DriftReport | None]],
         watermarks: Callable[[], Mapping[str, float]],
+        assigned_partitions: Callable[[], int] | None = None,
     ) -> None:
         self._last_reports = last_reports
         self._watermarks = watermarks
+        self._assigned_partitions = assigned_partitions
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         psi = GaugeMetricFamily(
@@ -67,6 +69,12 @@ class DriftCollector(Collector):
         for model_id, value in self._watermarks().items():
             watermark.add_metric([model_id], value)
         yield from (psi, js, threshold, drifted, events, end, watermark)
+        if self._assigned_partitions is not None:
+            assigned = GaugeMetricFamily(
+                "driftline_assigned_partitions", "Partitions this worker consumes now"
+            )
+            assigned.add_metric([], float(self._assigned_partitions()))
+            yield assigned
 
 
 class Metrics:

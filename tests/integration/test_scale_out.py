@@ -62,13 +62,22 @@ def plan(directory: Path) -> tuple[Path, list[tuple[int, bytes]]]:
     return monitors, out
 
 
-def processed(api: str) -> float:
+def metric(api: str, prefix: str) -> float:
+    """The sum of a metric's samples on a worker's /metrics."""
     with urllib.request.urlopen(f"{api}/metrics", timeout=10) as response:
         return sum(
             float(line.split()[-1])
             for line in response.read().decode().splitlines()
-            if line.startswith("driftline_events_processed_total{")
+            if line.startswith(prefix)
         )
+
+
+def processed(api: str) -> float:
+    return metric(api, "driftline_events_processed_total{")
+
+
+def assigned(api: str) -> float:
+    return metric(api, "driftline_assigned_partitions ")
 
 
 def test_two_workers_share_models_and_one_takes_over(
@@ -100,6 +109,16 @@ def test_two_workers_share_models_and_one_takes_over(
     first = WorkerProcess(settings("a"), tmp_path / "a.log").start()
     second = WorkerProcess(settings("b"), tmp_path / "b.log").start()
     try:
+        # Produce once the group is stable, so that both workers get partitions with work.
+        wait_for(
+            lambda: (
+                assigned(first.api) >= 1
+                and assigned(second.api) >= 1
+                and assigned(first.api) + assigned(second.api) == PARTITIONS
+            ),
+            second,
+            90,
+        )
         for partition, value in sent[:half]:
             producer.produce(topics.predictions, value=value, partition=partition)
         producer.flush(30)
