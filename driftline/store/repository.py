@@ -65,7 +65,17 @@ def create_store_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
-    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except ImportError as exc:
+        hint = (
+            "pip install 'driftline[postgres]'"
+            if parsed.get_backend_name() == "postgresql"
+            else f"install the database driver for {parsed.drivername}"
+        )
+        raise ConfigError(
+            f"DRIFTLINE_DATABASE_URL needs a driver that is not installed ({exc.name}): {hint}"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -140,3 +140,13 @@ def test_prune_keeps_recent_rows_and_pending_deliveries(store: Store) -> None:
     assert store.prune(NOW - timedelta(days=30), NOW - timedelta(days=30)) == (0, 1)
     assert store.deliveries() == []
     assert len(store.triggers()) == 1  # the audit record stays
+
+
+def test_a_missing_driver_is_a_config_error_with_a_hint() -> None:
+    from driftline.exceptions import ConfigError
+    from driftline.store.repository import create_store_engine
+
+    with pytest.raises(ConfigError, match="driver that is not installed"):
+        create_store_engine("mysql://root@127.0.0.1/test")  # mysqlclient is not a dependency
+    with pytest.raises(ConfigError, match="not a database URL"):
+        create_store_engine("not a url at all")
