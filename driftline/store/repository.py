@@ -351,6 +351,20 @@ class Store:
             )
             return int(reports.rowcount or 0), int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
 
+    def replay_delivery(self, delivery_id: int, now: datetime) -> dict[str, Any] | None:
+        """Make a dead delivery pending again (same id, same webhook-id); None if unknown.
+
+        Raises ``ValueError`` unless the delivery is dead.
+        """
+        with self._sessions.begin() as session:
+            row = session.get(DeliveryRowModel, delivery_id)
+            if row is None:
+                return None
+            if row.status != "dead":
+                raise ValueError(f"delivery {delivery_id} is {row.status}; only dead ones replay")
+            row.status, row.attempts, row.next_attempt_at = "pending", 0, now
+        return next(d for d in self.deliveries(row.trigger_id) if d["id"] == delivery_id)
+
     # -- queries -----------------------------------------------------------------------
 
     def reports(

@@ -6,6 +6,7 @@ Store reads run in a thread so a slow database does not stall the stream.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -79,6 +80,20 @@ def register_views(app: faust.App, service: DriftService) -> None:
         async def get(self, request: Request) -> Response:
             model_id = request.query.get("model_id")
             return self.json({"triggers": await asyncio.to_thread(store.triggers, model_id)})
+
+    @app.page("/v1/deliveries/{delivery_id}/replay")
+    class ReplayDelivery(View):
+        async def post(self, request: Request, delivery_id: str) -> Response:
+            if not delivery_id.isdigit():
+                return problem(self, 404, "Unknown delivery", f"no delivery {delivery_id!r}")
+            now = datetime.now(UTC)
+            try:
+                row = await asyncio.to_thread(store.replay_delivery, int(delivery_id), now)
+            except ValueError as exc:
+                return problem(self, 409, "Not replayable", str(exc))
+            if row is None:
+                return problem(self, 404, "Unknown delivery", f"no delivery {delivery_id}")
+            return self.json({"delivery": row}, status=202)
 
     @app.page("/v1/deliveries")
     class Deliveries(View):

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 #: First retry after this many seconds, doubling per attempt up to ``MAX_BACKOFF_S``.
 BASE_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
+#: The longest Retry-After honoured (a receiver asking for days is likely misconfigured).
+MAX_RETRY_AFTER_S = 3600.0
 
 
 def backoff_seconds(attempts: int, rng: random.Random) -> float:
@@ -74,7 +76,15 @@ class OutboxRelay:
             status,
             result.error or result.status,
         )
-        await self._record(delivery, status, result.status, result.error, result.latency_s, now)
+        await self._record(
+            delivery,
+            status,
+            result.status,
+            result.error,
+            result.latency_s,
+            now,
+            result.retry_after_s,
+        )
 
     async def _record(
         self,
@@ -84,8 +94,13 @@ class OutboxRelay:
         error: str | None,
         latency_s: float | None,
         now: datetime,
+        retry_after_s: float | None = None,
     ) -> None:
-        retry_at = now + timedelta(seconds=backoff_seconds(delivery.attempts, self._rng))
+        # The receiver's Retry-After wins over a shorter backoff (capped like the backoff).
+        wait = backoff_seconds(delivery.attempts, self._rng)
+        if retry_after_s is not None:
+            wait = max(wait, min(retry_after_s, MAX_RETRY_AFTER_S))
+        retry_at = now + timedelta(seconds=wait)
         await asyncio.to_thread(
             self._store.record_attempt,
             delivery.id,

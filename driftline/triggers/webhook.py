@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 from standardwebhooks import Webhook
@@ -20,6 +21,29 @@ class Delivery:
     status: int | None
     error: str | None
     latency_s: float
+    #: Seconds the receiver asked us to wait (``Retry-After`` on 429 or 503).
+    retry_after_s: float | None = None
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date.
+
+    >>> from datetime import UTC
+    >>> now = datetime(2024, 1, 1, tzinfo=UTC)
+    >>> retry_after_seconds("120", now), retry_after_seconds("Mon, 01 Jan 2024 00:01:00 GMT", now)
+    (120.0, 60.0)
+    >>> retry_after_seconds("soon", now) is None
+    True
+    """
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - now).total_seconds())
 
 
 def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> dict[str, str]:
@@ -59,7 +83,10 @@ class WebhookSender:
                 latency = time.perf_counter() - started
                 ok = 200 <= response.status < 300
                 error = None if ok else f"HTTP {response.status}"
-                return Delivery(ok, response.status, error, latency)
+                retry_after = None
+                if response.status in (429, 503):
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)
+                return Delivery(ok, response.status, error, latency, retry_after)
         except (aiohttp.ClientError, TimeoutError) as exc:
             latency = time.perf_counter() - started
             return Delivery(False, None, f"{type(exc).__name__}: {exc}"[:500], latency)

@@ -247,6 +247,11 @@ async def check_api(
         assert response.status == 200
     async with http.get(f"{api}/v1/reports?model_id={MODEL}&limit=3") as response:
         assert len((await response.json())["reports"]) == 3
+    # Only a dead delivery can be replayed; the delivered one is refused, an unknown one is 404.
+    for path, status in (("/v1/deliveries/1/replay", 409), ("/v1/deliveries/99/replay", 404)):
+        async with http.post(f"{api}{path}") as response:
+            assert response.status == status
+            assert response.content_type == "application/problem+json"
     for query, status in (("limit=abc", 400), ("model_id=nobody", 404)):
         async with http.get(f"{api}/v1/reports?{query}") as response:
             assert response.status == status

@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -125,3 +125,85 @@ def test_unreachable_receiver_is_an_error_not_a_crash() -> None:
         return result.error
 
     assert "Connect" in (asyncio.run(attempt()) or "")
+
+
+class Scripted:
+    """Answers each request with the next (status, headers, delay) of a script."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str], float]]) -> None:
+        self.script = list(script)
+        self.calls = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        status, headers, delay = self.script.pop(0) if self.script else (204, {}, 0.0)
+        await asyncio.sleep(delay)
+        return web.Response(status=status, headers=headers)
+
+
+async def one_pass(
+    script: list[tuple[int, dict[str, str], float]], store: Store, timeout_s: float = 5.0
+) -> tuple[Scripted, float]:
+    receiver = Scripted(script)
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    target = WebhookTarget(
+        url=f"http://127.0.0.1:{port}/hook",
+        secret=SECRET,  # type: ignore[arg-type]
+        timeout_s=timeout_s,
+    )
+    reports, triggers = drifting_results()
+    store.record_results(reports, triggers, {"m": [target]}, NOW)
+    try:
+        async with aiohttp.ClientSession() as session:
+            started = asyncio.get_running_loop().time()
+            await OutboxRelay(store, WebhookSender(session), {"m": [target]}).run_once()
+            took = asyncio.get_running_loop().time() - started
+    finally:
+        await runner.cleanup()
+    return receiver, took
+
+
+@pytest.mark.parametrize("retry_after", ["120", "HTTP-DATE"])
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(store: Store, status: int, retry_after: str) -> None:
+    from email.utils import format_datetime
+
+    now = datetime.now(UTC)
+    header = (
+        retry_after
+        if retry_after != "HTTP-DATE"
+        else format_datetime(now + timedelta(seconds=120), usegmt=True)
+    )
+    asyncio.run(one_pass([(status, {"Retry-After": header}, 0.0)], store))
+    (row,) = store.due_deliveries(now + timedelta(days=1))
+    assert row.attempts == 1
+    assert store.due_deliveries(now + timedelta(seconds=100)) == []  # not before it asked
+
+
+def test_a_hanging_receiver_is_timed_out_and_retried(store: Store) -> None:
+    receiver, took = asyncio.run(one_pass([(204, {}, 3.0)], store, timeout_s=0.5))
+    assert receiver.calls == 1
+    assert took < 2.0  # the pass gave up after the timeout, not after the receiver
+    (row,) = store.deliveries()
+    assert row["status"] == "pending"
+    assert row["attempts"] == 1
+    assert "Timeout" in row["last_error"]
+
+
+def test_a_dead_delivery_replays_with_the_same_id(store: Store) -> None:
+    asyncio.run(deliver_until_done([500] * 10, store, max_attempts=2))
+    (dead,) = store.deliveries()
+    assert dead["status"] == "dead"
+    replayed = store.replay_delivery(dead["id"], NOW)
+    assert replayed is not None
+    assert (replayed["id"], replayed["status"], replayed["attempts"]) == (dead["id"], "pending", 0)
+    assert replayed["trigger_id"] == dead["trigger_id"]  # same webhook-id on the wire
+    with pytest.raises(ValueError, match="only dead ones replay"):
+        store.replay_delivery(dead["id"], NOW)
+    assert store.replay_delivery(9999, NOW) is None
