@@ -134,3 +134,13 @@ class DeliveryRowModel(Base):
     last_latency_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+
+
+class DisabledEndpointRow(Base):
+    """A webhook endpoint that answered 410 Gone: nothing more is sent to it."""
+
+    __tablename__ = "disabled_endpoints"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    disabled_at: Mapped[datetime]

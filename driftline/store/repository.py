@@ -21,6 +21,7 @@ from driftline.store.migrate import upgrade
 from driftline.store.models import (
     ConsumerOffsetRow,
     DeliveryRowModel,
+    DisabledEndpointRow,
     ModelStateRow,
     MonitorRow,
     ReferenceProfileRow,
@@ -350,6 +351,17 @@ class Store:
                 )
             )
             return int(reports.rowcount or 0), int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
+
+    def disable_endpoint(self, url: str, reason: str, now: datetime) -> None:
+        """Stop sending to ``url`` (it answered 410 Gone); kept until removed from the table."""
+        with self._sessions.begin() as session:
+            if session.get(DisabledEndpointRow, url) is None:
+                session.add(DisabledEndpointRow(url=url, reason=reason, disabled_at=now))
+
+    def disabled_endpoints(self) -> dict[str, str]:
+        """Disabled endpoint URLs and why."""
+        with self._sessions() as session:
+            return {row.url: row.reason for row in session.scalars(select(DisabledEndpointRow))}
 
     def replay_delivery(self, delivery_id: int, now: datetime) -> dict[str, Any] | None:
         """Make a dead delivery pending again (same id, same webhook-id); None if unknown.

@@ -47,10 +47,13 @@ class OutboxRelay:
         self._targets = {(model_id, str(t.url)): t for model_id, ts in targets.items() for t in ts}
         self._on_outcome = on_outcome
         self._rng = rng or random.Random()
+        self._disabled: dict[str, str] = {}
 
     async def run_once(self) -> int:
         """Attempt every due delivery; return how many were attempted."""
         due = await asyncio.to_thread(self._store.due_deliveries, datetime.now(UTC))
+        if due:
+            self._disabled = await asyncio.to_thread(self._store.disabled_endpoints)
         for delivery in due:
             await self._attempt(delivery)
         return len(due)
@@ -61,8 +64,17 @@ class OutboxRelay:
         if target is None:
             await self._record(delivery, "dead", None, "target is no longer configured", None, now)
             return
+        if delivery.target_url in self._disabled:
+            reason = f"endpoint disabled: {self._disabled[delivery.target_url]}"
+            await self._record(delivery, "dead", None, reason, None, now)
+            return
         result = await self._sender.send(target, delivery.trigger_id, delivery.payload, now)
-        if result.ok:
+        if result.status == 410:  # Gone: the receiver asks never to be called again
+            reason = f"HTTP 410 Gone at {now.isoformat()}"
+            await asyncio.to_thread(self._store.disable_endpoint, delivery.target_url, reason, now)
+            self._disabled[delivery.target_url] = reason
+            status = "dead"
+        elif result.ok:
             status = "delivered"
         elif delivery.attempts + 1 >= target.max_attempts:
             status = "dead"

@@ -207,3 +207,39 @@ def test_a_dead_delivery_replays_with_the_same_id(store: Store) -> None:
     with pytest.raises(ValueError, match="only dead ones replay"):
         store.replay_delivery(dead["id"], NOW)
     assert store.replay_delivery(9999, NOW) is None
+
+
+def test_410_disables_the_endpoint(store: Store) -> None:
+    """A 410 kills the delivery and the endpoint: later triggers are not sent to it."""
+    first, _ = asyncio.run(one_pass([(410, {}, 0.0)], store))
+    (gone,) = store.deliveries()
+    assert (gone["status"], gone["last_status"], first.calls) == ("dead", 410, 1)
+    (url,) = store.disabled_endpoints()
+    assert "HTTP 410 Gone" in store.disabled_endpoints()[url]
+
+    async def later_trigger() -> int:
+        receiver = Scripted([])
+        app = web.Application()
+        app.router.add_post("/hook", receiver.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = int(url.split(":")[2].split("/")[0])
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        target = WebhookTarget(url=url, secret=SECRET)  # type: ignore[arg-type]
+        reports, triggers = drifting_results()
+        moved = [
+            t.model_copy(update={"data": t.data.model_copy(update={"trigger_id": "trg_later"})})
+            for t in triggers
+        ]
+        store.record_results(reports, moved, {"m": [target]}, NOW)
+        try:
+            async with aiohttp.ClientSession() as session:
+                await OutboxRelay(store, WebhookSender(session), {"m": [target]}).run_once()
+        finally:
+            await runner.cleanup()
+        return receiver.calls
+
+    assert asyncio.run(later_trigger()) == 0  # nothing was sent
+    later = store.deliveries("trg_later")[0]
+    assert later["status"] == "dead"
+    assert later["last_error"].startswith("endpoint disabled: HTTP 410 Gone")
