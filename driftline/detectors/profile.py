@@ -49,7 +49,18 @@ class FeatureDefinition(Protocol):
 
 @dataclass(frozen=True)
 class FeatureProfile:
-    """One feature of the reference: its bins and the reference's histogram over them."""
+    """One feature of the reference: its bins and the reference's histogram over them.
+
+    >>> class Spec:
+    ...     name, kind, bins, max_categories = "x", "numeric", 4, 50
+    >>> reference = FeatureProfile.build(Spec(), np.arange(1000.0))
+    >>> shifted = Histogram.observe(reference.binning, np.arange(500.0, 1500.0))
+    >>> shifted.counts.tolist()  # [missing, below, 4 quantile bins, above]: half is past the max
+    [0, 0, 0, 0, 250, 250, 500]
+    >>> psi, js = reference.compare(shifted)
+    >>> round(psi, 2), round(js, 2)
+    (8.17, 0.5)
+    """
 
     name: str
     kind: FeatureKind
