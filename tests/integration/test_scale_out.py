@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from pathlib import Path
 
@@ -133,8 +134,11 @@ def test_two_workers_share_models_and_one_takes_over(
     finally:
         first.stop()
         assert second.stop() == 0, second.log_tail()
-    # The survivor took over the killed worker's partitions from their snapshots.
-    assert "restored 2 model(s), resuming after offset" in (tmp_path / "b.log").read_text()
+    # The survivor took over the killed worker's partitions from their snapshots. How many
+    # models a snapshot holds depends on how far the killed worker got (1 or 2 per partition).
+    assert re.search(
+        r"restored [12] model\(s\), resuming after offset \d+", (tmp_path / "b.log").read_text()
+    )
     specs = load_monitors(monitors).models
     replay = Replay({spec.model_id: build_monitor(spec) for spec in specs})
     expected = [
