@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 import aiohttp
 from standardwebhooks import Webhook
 
-from driftline.schemas.monitors import WebhookTarget
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The outcome of one attempt."""
-
-    ok: bool
-    status: int | None
-    error: str | None
-    latency_s: float
-    #: Seconds the receiver asked us to wait (``Retry-After`` on 429 or 503).
-    retry_after_s: float | None = None
+from driftline.schemas.monitors import Target, WebhookTarget
+from driftline.store import DeliveryRow
+from driftline.triggers.delivery import Delivery, describe
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -46,13 +36,20 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, (moment - now).total_seconds())
 
 
-def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> dict[str, str]:
-    """The three Standard Webhooks headers (and the content type) for ``body``."""
+def signed_headers(
+    secrets: str | Sequence[str], message_id: str, body: str, now: datetime
+) -> dict[str, str]:
+    """The three Standard Webhooks headers (and the content type) for ``body``.
+
+    With several secrets (a rotation), the signature header carries one signature per
+    secret, space-separated; a receiver accepts the message if any of them verifies.
+    """
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
     return {
         "content-type": "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        "webhook-signature": " ".join(Webhook(k).sign(message_id, now, body) for k in keys),
     }
 
 
@@ -66,10 +63,10 @@ class WebhookSender:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
-    async def send(
-        self, target: WebhookTarget, message_id: str, body: str, now: datetime
-    ) -> Delivery:
-        headers = signed_headers(target.signing_secret, message_id, body, now)
+    async def send(self, target: Target, delivery: DeliveryRow, now: datetime) -> Delivery:
+        assert isinstance(target, WebhookTarget)
+        body = delivery.payload
+        headers = signed_headers(target.signing_secrets, delivery.trigger_id, body, now)
         started = time.perf_counter()
         try:
             async with self._session.post(
@@ -88,5 +85,4 @@ class WebhookSender:
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)
                 return Delivery(ok, response.status, error, latency, retry_after)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            latency = time.perf_counter() - started
-            return Delivery(False, None, f"{type(exc).__name__}: {exc}"[:500], latency)
+            return Delivery(False, None, describe(exc), time.perf_counter() - started)

@@ -1,6 +1,8 @@
 """Webhook signing and the outbox relay, against a real local HTTP server."""
 
 import asyncio
+import base64
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,10 +13,10 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from driftline.schemas.monitors import WebhookTarget
-from driftline.store import Store
+from driftline.store import DeliveryRow, Store
 from driftline.triggers.relay import OutboxRelay
 from driftline.triggers.webhook import WebhookSender
-from tests.unit.helpers import SECRET
+from tests.unit.helpers import SECRET, recording_relay, run_passes
 from tests.unit.test_store import NOW, drifting_results
 
 
@@ -24,10 +26,12 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = list(statuses)
         self.requests: list[tuple[dict[str, str], str]] = []
+        self.received_at: list[float] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.text()))
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 204)
+        self.received_at.append(time.time())
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
 
 
 async def serve(receiver: Receiver) -> tuple[web.AppRunner, str]:
@@ -49,29 +53,18 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 async def deliver_until_done(
-    statuses: list[int], store: Store, max_attempts: int = 8
+    statuses: list[int], store: Store, max_attempts: int = 8, secret: object = SECRET
 ) -> tuple[Receiver, list[str]]:
     receiver = Receiver(statuses)
     runner, url = await serve(receiver)
-    target = WebhookTarget(url=url, secret=SECRET, max_attempts=max_attempts)  # type: ignore[arg-type]
+    target = WebhookTarget(url=url, secret=secret, max_attempts=max_attempts)  # type: ignore[arg-type]
     reports, triggers = drifting_results()
     store.record_results(reports, triggers, {"m": [target]}, NOW)
-    outcomes: list[str] = []
     try:
         async with aiohttp.ClientSession() as session:
-            relay = OutboxRelay(
-                store,
-                WebhookSender(session),
-                {"m": [target]},
-                on_outcome=lambda _d, outcome: outcomes.append(outcome),
-            )
-            for _ in range(max_attempts + 2):
-                await relay.run_once()
-                # Make the retry due now instead of after the real backoff.
-                with store.engine.begin() as connection:
-                    connection.exec_driver_sql(
-                        "UPDATE deliveries SET next_attempt_at = '2000-01-01 00:00:00'"
-                    )
+            relay, outcomes = recording_relay(store, {"webhook": WebhookSender(session)}, target)
+            # Each attempt in its own second: fresh timestamps.
+            await run_passes(relay, store, max_attempts + 2, pause_s=0.6)
     finally:
         await runner.cleanup()
     return receiver, outcomes
@@ -84,6 +77,10 @@ def test_retries_keep_the_webhook_id_and_every_signature_verifies(store: Store) 
     ids = {headers["webhook-id"] for headers, _ in receiver.requests}
     (trigger,) = store.triggers()
     assert ids == {trigger["trigger_id"]}
+    stamps = [int(headers["webhook-timestamp"]) for headers, _ in receiver.requests]
+    for stamp, received in zip(stamps, receiver.received_at, strict=True):
+        assert abs(stamp - received) <= 1  # signed when sent, not when first recorded
+    assert len(set(stamps)) > 1
     for headers, body in receiver.requests:
         payload = Webhook(SECRET).verify(body, headers)
         assert payload["type"] == "driftline.retraining.requested"
@@ -93,6 +90,21 @@ def test_retries_keep_the_webhook_id_and_every_signature_verifies(store: Store) 
     (row,) = store.deliveries()
     assert row["status"] == "delivered"
     assert row["attempts"] == 4
+    assert [a["outcome"] for a in row["attempt_log"]] == ["retry"] * 3 + ["delivered"]
+    assert [a["http_status"] for a in row["attempt_log"]] == [500, 500, 500, 200]
+    assert all(a["latency_s"] >= 0 for a in row["attempt_log"])
+
+
+def test_key_rotation_signs_with_every_secret(store: Store) -> None:
+    new = "whsec_" + base64.b64encode(b"n" * 32).decode()
+    receiver, outcomes = asyncio.run(deliver_until_done([], store, secret=[new, SECRET]))
+    assert outcomes == ["delivered"]
+    ((headers, body),) = receiver.requests
+    assert len(headers["webhook-signature"].split()) == 2
+    for secret in (new, SECRET):  # receivers on either key accept it
+        assert Webhook(secret).verify(body, headers)["type"] == "driftline.retraining.requested"
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook("whsec_" + base64.b64encode(b"x" * 32).decode()).verify(body, headers)
 
 
 def test_a_delivery_past_its_budget_is_dead(store: Store) -> None:
@@ -120,7 +132,8 @@ def test_unreachable_receiver_is_an_error_not_a_crash() -> None:
     async def attempt() -> str | None:
         target = WebhookTarget(url="http://127.0.0.1:9/hook", secret=SECRET, timeout_s=2)  # type: ignore[arg-type]
         async with aiohttp.ClientSession() as session:
-            result = await WebhookSender(session).send(target, "id", "{}", datetime.now(UTC))
+            delivery = DeliveryRow(1, "id", "m", "webhook", str(target.url), 0, "{}")
+            result = await WebhookSender(session).send(target, delivery, datetime.now(UTC))
         assert not result.ok
         return result.error
 
@@ -162,7 +175,9 @@ async def one_pass(
     try:
         async with aiohttp.ClientSession() as session:
             started = asyncio.get_running_loop().time()
-            await OutboxRelay(store, WebhookSender(session), {"m": [target]}).run_once()
+            await OutboxRelay(
+                store, {"webhook": WebhookSender(session)}, {"m": [target]}
+            ).run_once()
             took = asyncio.get_running_loop().time() - started
     finally:
         await runner.cleanup()
@@ -196,16 +211,36 @@ def test_a_hanging_receiver_is_timed_out_and_retried(store: Store) -> None:
     assert "Timeout" in row["last_error"]
 
 
-def test_a_dead_delivery_replays_with_the_same_id(store: Store) -> None:
-    asyncio.run(deliver_until_done([500] * 10, store, max_attempts=2))
-    (dead,) = store.deliveries()
-    assert dead["status"] == "dead"
-    replayed = store.replay_delivery(dead["id"], NOW)
-    assert replayed is not None
-    assert (replayed["id"], replayed["status"], replayed["attempts"]) == (dead["id"], "pending", 0)
-    assert replayed["trigger_id"] == dead["trigger_id"]  # same webhook-id on the wire
-    with pytest.raises(ValueError, match="only dead ones replay"):
-        store.replay_delivery(dead["id"], NOW)
+def test_a_dead_delivery_replays_with_the_same_id_and_succeeds(store: Store) -> None:
+    async def scenario() -> tuple[Receiver, list[str]]:
+        receiver = Receiver([500, 500])  # then 200
+        runner, url = await serve(receiver)
+        target = WebhookTarget(url=url, secret=SECRET, max_attempts=2)  # type: ignore[arg-type]
+        reports, triggers = drifting_results()
+        store.record_results(reports, triggers, {"m": [target]}, NOW)
+        try:
+            async with aiohttp.ClientSession() as session:
+                sender = {"webhook": WebhookSender(session)}
+                relay, outcomes = recording_relay(store, sender, target)
+                await run_passes(relay, store, 3)
+                (dead,) = store.deliveries()
+                assert dead["status"] == "dead"
+                replayed = store.replay_delivery(dead["id"], datetime.now(UTC))
+                assert replayed is not None
+                assert (replayed["id"], replayed["status"]) == (dead["id"], "pending")
+                with pytest.raises(ValueError, match="only dead ones replay"):
+                    store.replay_delivery(dead["id"], NOW)
+                await relay.run_once()
+        finally:
+            await runner.cleanup()
+        return receiver, outcomes
+
+    receiver, outcomes = asyncio.run(scenario())
+    assert outcomes == ["retry", "dead", "delivered"]
+    assert len({headers["webhook-id"] for headers, _ in receiver.requests}) == 1  # same id
+    (row,) = store.deliveries()
+    assert (row["status"], row["last_status"]) == ("delivered", 200)
+    assert [a["outcome"] for a in row["attempt_log"]] == ["retry", "dead", "delivered"]
     assert store.replay_delivery(9999, NOW) is None
 
 
@@ -234,7 +269,9 @@ def test_410_disables_the_endpoint(store: Store) -> None:
         store.record_results(reports, moved, {"m": [target]}, NOW)
         try:
             async with aiohttp.ClientSession() as session:
-                await OutboxRelay(store, WebhookSender(session), {"m": [target]}).run_once()
+                await OutboxRelay(
+                    store, {"webhook": WebhookSender(session)}, {"m": [target]}
+                ).run_once()
         finally:
             await runner.cleanup()
         return receiver.calls
