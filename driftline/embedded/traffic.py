@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Producer
 
 COUNTRIES = ["US", "DE", "FR", "IN", "BR"]
 REFERENCE_COUNTRY_P = [0.40, 0.20, 0.15, 0.15, 0.10]
@@ -58,3 +64,44 @@ class TrafficModel:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def write_reference(path: Path, rows: int = 5000, seed: int = 7) -> None:
+    """A reference (training) sample of the traffic model as Parquet."""
+    rng = np.random.default_rng(seed)
+    pq.write_table(pa.table(TrafficModel().sample(rng, rows)), path)
+
+
+def stream_traffic(
+    bootstrap: str,
+    topic: str,
+    model_id: str,
+    rate: float,
+    drift_after_s: float,
+    duration_s: float | None = None,
+) -> int:
+    """Produce live events (event time = now) at ``rate`` per second, drifted after
+    ``drift_after_s`` seconds; for ``duration_s`` seconds or until interrupted."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
+    )
+    rng = np.random.default_rng()
+    started = time.time()
+    sent = 0
+    try:
+        while duration_s is None or time.time() - started < duration_s:
+            tick = time.time()
+            drifted = tick - started >= drift_after_s
+            n = max(1, int(rng.poisson(rate)))
+            ts = np.sort(rng.uniform(tick - 1.0, tick, n))
+            rows = TrafficModel(drifted=drifted).rows(rng, n, ts, sent)
+            body = {"model_id": model_id, "model_version": "demo", "events": rows}
+            producer.produce(topic, key=model_id.encode(), value=orjson.dumps(body))
+            producer.poll(0)
+            sent += n
+            time.sleep(max(0.0, 1.0 - (time.time() - tick)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush(10)
+    return sent

@@ -8,48 +8,59 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from driftline.schemas.monitors import MonitorSpec
 from driftline.schemas.reports import DriftReport
 
 
 class DriftCollector(Collector):
-    """Gauges of the last closed window of each model, read at scrape time."""
+    """Gauges of the current state, read at scrape time: the last closed window of each
+    model, watermarks, when windows last closed, partitions and consumer lag."""
 
     def __init__(
         self,
         last_reports: Callable[[], Mapping[str, DriftReport | None]],
         watermarks: Callable[[], Mapping[str, float]],
         assigned_partitions: Callable[[], int] | None = None,
+        last_closed: Callable[[], Mapping[str, float]] | None = None,
+        consumer_lag: Callable[[], Mapping[tuple[str, int], int]] | None = None,
     ) -> None:
         self._last_reports = last_reports
         self._watermarks = watermarks
         self._assigned_partitions = assigned_partitions
+        self._last_closed = last_closed
+        self._consumer_lag = consumer_lag
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         psi = GaugeMetricFamily(
             "driftline_feature_psi",
             "PSI of the feature in the last closed window",
-            labels=["model_id", "feature"],
+            labels=["model", "feature"],
         )
         js = GaugeMetricFamily(
             "driftline_feature_js",
             "Jensen-Shannon divergence (bits) of the feature in the last window",
-            labels=["model_id", "feature"],
+            labels=["model", "feature"],
         )
         threshold = GaugeMetricFamily(
             "driftline_feature_threshold",
             "Threshold the feature's drift metric is compared with",
-            labels=["model_id", "feature"],
+            labels=["model", "feature"],
+        )
+        feature_drifted = GaugeMetricFamily(
+            "driftline_feature_drifted",
+            "1 when the feature drifted in the last closed window",
+            labels=["model", "feature"],
         )
         drifted = GaugeMetricFamily(
-            "driftline_window_drifted", "1 when the last closed window drifted", labels=["model_id"]
+            "driftline_window_drifted", "1 when the last closed window drifted", labels=["model"]
         )
         events = GaugeMetricFamily(
-            "driftline_window_events", "Events in the last closed window", labels=["model_id"]
+            "driftline_window_events", "Events in the last closed window", labels=["model"]
         )
         end = GaugeMetricFamily(
             "driftline_window_end_seconds",
             "Event time (epoch seconds) at which the last window ended",
-            labels=["model_id"],
+            labels=["model"],
         )
         for model_id, report in self._last_reports().items():
             if report is None:
@@ -58,23 +69,42 @@ class DriftCollector(Collector):
                 psi.add_metric([model_id, feature.name], feature.psi)
                 js.add_metric([model_id, feature.name], feature.js)
                 threshold.add_metric([model_id, feature.name], feature.threshold)
+                feature_drifted.add_metric([model_id, feature.name], float(feature.drifted))
             drifted.add_metric([model_id], float(report.drifted))
             events.add_metric([model_id], float(report.n))
             end.add_metric([model_id], report.window_end.timestamp())
         watermark = GaugeMetricFamily(
             "driftline_watermark_seconds",
             "Event-time watermark of the model (epoch seconds)",
-            labels=["model_id"],
+            labels=["model"],
         )
         for model_id, value in self._watermarks().items():
             watermark.add_metric([model_id], value)
-        yield from (psi, js, threshold, drifted, events, end, watermark)
+        yield from (psi, js, threshold, feature_drifted, drifted, events, end, watermark)
+        if self._last_closed is not None:
+            closed = GaugeMetricFamily(
+                "driftline_last_window_close_timestamp_seconds",
+                "Wall-clock time a window of the model last closed (worker start if none yet)",
+                labels=["model"],
+            )
+            for model_id, value in self._last_closed().items():
+                closed.add_metric([model_id], value)
+            yield closed
         if self._assigned_partitions is not None:
             assigned = GaugeMetricFamily(
                 "driftline_assigned_partitions", "Partitions this worker consumes now"
             )
             assigned.add_metric([], float(self._assigned_partitions()))
             yield assigned
+        if self._consumer_lag is not None:
+            lag = GaugeMetricFamily(
+                "driftline_consumer_lag",
+                "Messages of the partition not yet counted and stored (high watermark - position)",
+                labels=["topic", "partition"],
+            )
+            for (topic, partition), value in sorted(self._consumer_lag().items()):
+                lag.add_metric([topic, str(partition)], float(value))
+            yield lag
 
 
 class Metrics:
@@ -85,7 +115,7 @@ class Metrics:
         self.events_processed = Counter(
             "driftline_events_processed",
             "Events counted into windows",
-            ["model_id"],
+            ["model"],
             registry=registry,
         )
         self.events_dead_lettered = Counter(
@@ -99,6 +129,12 @@ class Metrics:
             "Events redelivered after a restart that the stored state already counts",
             registry=registry,
         )
+        self.events_late = Counter(
+            "driftline_events_late",
+            "Events behind the allowed lateness (dead-lettered with reason late)",
+            ["model"],
+            registry=registry,
+        )
         self.events_skipped = Counter(
             "driftline_events_skipped",
             "Valid events of models no monitor watches",
@@ -107,19 +143,25 @@ class Metrics:
         self.windows_closed = Counter(
             "driftline_windows_closed",
             "Windows closed and reported",
-            ["model_id", "drifted"],
+            ["model", "drifted"],
             registry=registry,
         )
         self.triggers = Counter(
             "driftline_triggers",
-            "Retraining events fired (one per drift episode)",
-            ["model_id"],
+            "Retraining requests by source (drift, alertmanager) and status (fired, suppressed)",
+            ["model", "source", "status"],
             registry=registry,
         )
         self.deliveries = Counter(
             "driftline_deliveries",
-            "Delivery attempts by target type and outcome",
-            ["target_type", "outcome"],
+            "Delivery attempts by target type, target and outcome (delivered, retry, dead)",
+            ["target_type", "target", "outcome"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "driftline_alertmanager_alerts",
+            "Alerts received from Alertmanager, by outcome",
+            ["outcome"],
             registry=registry,
         )
         self.store_errors = Counter(
@@ -130,3 +172,27 @@ class Metrics:
             "Time to process one batch of messages",
             registry=registry,
         )
+
+    def initialize(self, monitors: Mapping[str, MonitorSpec]) -> None:
+        """Create every known label set at zero, so that ``rate()`` and ``increase()`` see
+        the first event of a series (a series born at 1 has no increase to Prometheus)."""
+        for reason in DEAD_LETTER_REASONS:
+            self.events_dead_lettered.labels(reason)
+        for outcome in ALERT_OUTCOMES:
+            self.alerts.labels(outcome)
+        for model_id, spec in monitors.items():
+            self.events_processed.labels(model_id)
+            self.events_late.labels(model_id)
+            for drifted in ("true", "false"):
+                self.windows_closed.labels(model_id, drifted)
+            for source in ("drift", "alertmanager"):
+                for status in ("fired", "suppressed"):
+                    self.triggers.labels(model_id, source, status)
+            for target in spec.targets:
+                for outcome in ("delivered", "retry", "dead"):
+                    self.deliveries.labels(target.type, target.label, outcome)
+
+
+#: Why events are dead-lettered (the ``driftline-reason`` header).
+DEAD_LETTER_REASONS = ("decode", "schema", "feature_type", "late", "processing_error")
+ALERT_OUTCOMES = ("fired", "suppressed", "duplicate", "resolved", "ignored")
