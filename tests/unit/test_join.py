@@ -1,0 +1,76 @@
+"""Labels joined to predictions: early, on time, late, duplicated, unknown; bounded; restorable."""
+
+from __future__ import annotations
+
+import json
+
+from driftline.stream.join import LabelJoin
+
+
+def test_labels_before_with_and_long_after_their_predictions() -> None:
+    join = LabelJoin(horizon_s=100, max_pending=1000)
+    # Before: the label waits for its prediction.
+    assert join.add_labels([("early", 10.0, 1)]) == ([], [])
+    (joined,) = join.add_predictions([("early", 9.0, 0.7)])
+    assert (joined.event_id, joined.ts, joined.prediction, joined.label) == ("early", 9.0, 0.7, 1)
+    # With: in the same stretch of event time.
+    join.add_predictions([("on-time", 20.0, 0.2)])
+    assert [j.event_id for j in join.add_labels([("on-time", 21.0, 0)])[0]] == ["on-time"]
+    # Long after: the prediction expired; its label is refused as expired.
+    join.add_predictions([("late", 30.0, 0.9)])
+    join.add_predictions([("later", 500.0, 0.1)])  # event time moves past the horizon
+    joined_late, refused = join.add_labels([("late", 31.0, 1)])
+    assert joined_late == []
+    assert [(u.event_id, u.reason) for u in refused] == [("late", "expired")]
+    assert join.counts.expired_predictions == 1
+    assert join.counts.joined == 2
+
+
+def test_duplicates_and_unknown_ids() -> None:
+    join = LabelJoin(horizon_s=100, max_pending=1000)
+    join.add_predictions([("a", 0.0, "x")])
+    joined, refused = join.add_labels([("a", 1.0, "y"), ("a", 2.0, "y")])
+    assert len(joined) == 1
+    assert [u.reason for u in refused] == ["duplicate"]
+    assert join.add_predictions([("a", 3.0, "x")]) == []  # a joined prediction again: ignored
+    assert join.add_labels([("a", 4.0, "y")])[1][0].reason == "duplicate"
+    # A label whose prediction never comes is unknown once the horizon passes.
+    assert join.add_labels([("ghost", 5.0, "y")]) == ([], [])
+    _, refused = join.add_labels([("b", 200.0, "y")])
+    assert [(u.event_id, u.reason) for u in refused] == [("ghost", "unknown")]
+
+
+def test_a_restart_with_pending_joins_loses_nothing() -> None:
+    predictions = [(f"e{i}", float(i), i % 3) for i in range(300)]
+    labels = [(f"e{i}", float(i) + 40, i % 2) for i in range(0, 300, 2)]
+    labels += [(f"e{i}", float(i) - 5, i % 2) for i in range(301, 320)]  # early
+    labels += [(f"e{i}", 330.0, 1) for i in range(301, 305)]  # duplicates of early labels
+
+    def run(restart_at: int | None) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
+        join = LabelJoin(horizon_s=50, max_pending=10_000)
+        joined, refused = [], []
+        steps = [("p", p) for p in predictions] + [("l", label) for label in labels]
+        steps.sort(key=lambda s: s[1][1])  # in event-time order, interleaved
+        for n, (kind, row) in enumerate(steps):
+            if n == restart_at:
+                join = LabelJoin.from_state(json.loads(json.dumps(join.to_state())), 50, 10_000)
+            if kind == "p":
+                joined += join.add_predictions([row])
+            else:
+                ok, bad = join.add_labels([row])
+                joined += ok
+                refused += bad
+        return [(j.event_id, j.label) for j in joined], [(u.event_id, u.reason) for u in refused]
+
+    uninterrupted = run(None)
+    assert uninterrupted[0]  # something joined
+    for restart_at in (1, 150, 333, 470):
+        assert run(restart_at) == uninterrupted
+
+
+def test_memory_stays_bounded_when_labels_never_come() -> None:
+    join = LabelJoin(horizon_s=10**9, max_pending=50_000)  # nothing expires by time
+    for start in range(0, 1_000_000, 10_000):
+        join.add_predictions((f"p{i}", float(i), 1) for i in range(start, start + 10_000))
+        assert join.pending <= 50_000
+    assert join.counts.evicted_predictions == 1_000_000 - 50_000
