@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -144,6 +147,348 @@ def format_evaluation(result: Evaluation) -> str:
     return "\n".join(lines)
 
 
+@cli.command()
+@click.option(
+    "--bootstrap",
+    envvar="DRIFTLINE_KAFKA_BOOTSTRAP",
+    help="Kafka bootstrap servers [env: DRIFTLINE_KAFKA_BOOTSTRAP].",
+)
+@click.option(
+    "--topic-prefix", envvar="DRIFTLINE_TOPIC_PREFIX", default="driftline", show_default=True
+)
+@click.option("--model-id", default="fraud-detector", show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True)
+@click.option(
+    "--drift-after",
+    type=click.FloatRange(min=0),
+    default=900.0,
+    show_default=True,
+    help="Seconds of reference-like traffic before it drifts.",
+)
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after (s).")
+@click.option(
+    "--write-reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the traffic model's reference sample (Parquet) here and exit.",
+)
+def traffic(
+    bootstrap: str | None,
+    topic_prefix: str,
+    model_id: str,
+    rate: float,
+    drift_after: float,
+    duration: float | None,
+    write_reference: Path | None,
+) -> None:
+    """Synthetic prediction events for trying driftline out (compose's demo producer).
+
+    Events of a fraud-scoring model (amount, age, tenure_days, score, country, device)
+    at --rate per second with event time now; after --drift-after seconds amount,
+    score and country drift.
+    """
+    from driftline.embedded import traffic as synthetic
+    from driftline.stream.topics import Topics
+
+    if write_reference is not None:
+        write_reference.parent.mkdir(parents=True, exist_ok=True)
+        synthetic.write_reference(write_reference)
+        click.echo(f"wrote {write_reference}", err=True)
+        return
+    if not bootstrap:
+        raise click.UsageError("give --bootstrap or DRIFTLINE_KAFKA_BOOTSTRAP")
+    topic = Topics(topic_prefix).predictions
+    click.echo(f"producing to {topic} at {rate}/s; drift after {drift_after}s", err=True)
+    sent = synthetic.stream_traffic(bootstrap, topic, model_id, rate, drift_after, duration)
+    click.echo(f"sent {sent} events", err=True)
+
+
+@cli.command()
+@click.option("--tenant", default=None, help="Only this tenant's models.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
+def status(tenant: str | None, as_json: bool) -> None:
+    """A table of models: state, last window, drift, last retraining request."""
+    with _store() as store:
+        rows = []
+        for record in store.monitor_records(tenant):
+            last = store.reports(record.model_id, 1)
+            triggers = store.triggers(record.model_id, limit=1)
+            report = last[0] if last else None
+            trigger = triggers[0] if triggers else None
+            rows.append(
+                {
+                    "model_id": record.model_id,
+                    "tenant": record.tenant,
+                    "state": "paused"
+                    if record.paused
+                    else ("active" if record.reference_version is not None else "no reference"),
+                    "window_end": report["window_end"] if report else None,
+                    "n": report["n"] if report else None,
+                    "drifted": report["drifted"] if report else None,
+                    "drifted_features": report["drifted_features"] if report else [],
+                    "last_trigger": None
+                    if trigger is None
+                    else {
+                        "trigger_id": trigger["trigger_id"],
+                        "status": trigger["status"],
+                        "severity": trigger["severity"],
+                        "created_at": trigger["created_at"],
+                    },
+                }
+            )
+    if as_json:
+        import orjson
+
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
+        return
+    click.echo(
+        f"{'MODEL':<28} {'TENANT':<14} {'STATE':<12} {'LAST WINDOW END':<26} {'EVENTS':>7}  "
+        f"{'DRIFT':<24} LAST TRIGGER"
+    )
+    for row in rows:
+        drift = (
+            "-"
+            if row["drifted"] is None
+            else ("DRIFTED " + ",".join(row["drifted_features"][:3]) if row["drifted"] else "ok")
+        )
+        trigger = row["last_trigger"]
+        last = (
+            "-"
+            if trigger is None
+            else (f"{trigger['created_at'][:19]} {trigger['status']} {trigger['severity']}")
+        )
+        click.echo(
+            f"{row['model_id']:<28} {row['tenant']:<14} {row['state']:<12} "
+            f"{row['window_end'] or '-':<26} {row['n'] if row['n'] is not None else '-':>7}  "
+            f"{drift[:24]:<24} {last}"
+        )
+
+
+@cli.group()
+def monitors() -> None:
+    """The monitors registry (the store), as the /v1/monitors API sees it."""
+
+
+def _echo_json(value: Any) -> None:
+    import orjson
+
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@monitors.command("list")
+@click.option("--tenant", default=None)
+def monitors_list(tenant: str | None) -> None:
+    """Every monitor: tenant, source (file or api), version, paused, reference."""
+    with _store() as store:
+        records = store.monitor_records(tenant)
+    for r in records:
+        state = "paused" if r.paused else "active"
+        click.echo(
+            f"{r.model_id:<30} {r.tenant:<16} {r.source:<4} v{r.version:<4} {state:<7} "
+            f"reference {r.reference_version if r.reference_version is not None else '-'}"
+        )
+
+
+@monitors.command("get")
+@click.argument("model_id")
+def monitors_get(model_id: str) -> None:
+    """One monitor as JSON (the API's body)."""
+    with _store() as store:
+        record = store.monitor_record(model_id)
+    if record is None:
+        raise click.ClickException(f"no monitor {model_id}")
+    _echo_json(record.as_json())
+
+
+@monitors.command("apply")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A YAML or JSON monitor spec (one model, as in the monitors file).",
+)
+def monitors_apply(path: Path) -> None:
+    """Create a monitor, or store a new version of it (workers apply it within seconds)."""
+    from datetime import UTC, datetime
+
+    import yaml
+    from pydantic import ValidationError
+
+    from driftline.schemas.monitors import MonitorSpec, describe_config_error
+    from driftline.store.repository import MonitorConflict
+
+    try:
+        spec = MonitorSpec.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as exc:
+        raise click.ClickException(f"{path}: {describe_config_error(exc)}") from None
+    if spec.reference.path is not None:
+        raise click.ClickException(
+            "reference.path: build it with `driftline reference build`, then use stored"
+        )
+    try:
+        with _store() as store:
+            now = datetime.now(UTC)
+            if store.monitor_record(spec.model_id) is None:
+                record = store.create_monitor(spec, now)
+            else:
+                record = store.update_monitor(spec, now)
+    except MonitorConflict as exc:
+        raise click.ClickException(str(exc)) from None
+    assert record is not None
+    click.echo(f"{record.model_id}: version {record.version}", err=True)
+
+
+def _set_paused(model_id: str, paused: bool) -> None:
+    from datetime import UTC, datetime
+
+    with _store() as store:
+        record = store.set_paused(model_id, paused, datetime.now(UTC))
+    if record is None:
+        raise click.ClickException(f"no monitor {model_id}")
+    click.echo(
+        f"{model_id}: {'paused' if paused else 'active'} (version {record.version})", err=True
+    )
+
+
+@monitors.command("pause")
+@click.argument("model_id")
+def monitors_pause(model_id: str) -> None:
+    """Stop evaluating a model (its events are skipped) until resumed."""
+    _set_paused(model_id, True)
+
+
+@monitors.command("resume")
+@click.argument("model_id")
+def monitors_resume(model_id: str) -> None:
+    """Evaluate a paused model again (its windows start afresh)."""
+    _set_paused(model_id, False)
+
+
+@monitors.command("delete")
+@click.argument("model_id")
+def monitors_delete(model_id: str) -> None:
+    """Delete a monitor created through the API or CLI (reports and triggers stay)."""
+    from driftline.store.repository import MonitorConflict
+
+    try:
+        with _store() as store:
+            deleted = store.delete_monitor(model_id)
+    except MonitorConflict as exc:
+        raise click.ClickException(str(exc)) from None
+    if not deleted:
+        raise click.ClickException(f"no monitor {model_id}")
+    click.echo(f"deleted {model_id}", err=True)
+
+
+@cli.group()
+def reference() -> None:
+    """Reference profiles of monitored models."""
+
+
+@reference.command("build")
+@click.option("--model", "model_id", required=True, help="A monitor's model_id.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Parquet or CSV training data.",
+)
+@click.option("--activate/--no-activate", default=True, show_default=True)
+def reference_build(model_id: str, data: Path, activate: bool) -> None:
+    """Profile a data file for the monitor's features and store it (as the API does)."""
+    from datetime import UTC, datetime
+
+    from driftline.registry import build_reference
+    from driftline.schemas.monitors import FeatureSpec
+
+    with _store() as store:
+        record = store.monitor_record(model_id)
+        if record is None:
+            raise click.ClickException(f"no monitor {model_id}: create it first")
+        features = [FeatureSpec.model_validate(f) for f in record.spec.get("features") or []]
+        now = datetime.now(UTC)
+        version = build_reference(store, model_id, features, data, data.name, now)
+        if activate:
+            store.activate_reference(model_id, version, now)
+        (built,) = [v for v in store.reference_versions(model_id) if v["version"] == version]
+    _echo_json(built)
+
+
+@cli.group()
+def keys() -> None:
+    """API keys: each belongs to one tenant and has one scope (read, write, admin)."""
+
+
+@contextlib.contextmanager
+def _store() -> Iterator[Any]:
+    """The store of DRIFTLINE_DATABASE_URL, closed after the block."""
+    from driftline.settings import load_settings
+    from driftline.store import Store
+
+    store = Store.connect(load_settings().database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant (team) the key acts for.")
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "write", "admin"]),
+    default="read",
+    show_default=True,
+    help="read: GET; write: also replay deliveries and receive Alertmanager; admin: all.",
+)
+@click.option("--name", default="", help="What the key is for (shown in lists).")
+def keys_create(tenant: str, scope: str, name: str) -> None:
+    """Create a key and print it once (only a hash is stored)."""
+    from datetime import UTC, datetime
+
+    from driftline.auth import TENANT
+
+    if not TENANT.match(tenant):
+        raise click.BadParameter(
+            "lowercase letters, digits, '.', '_' or '-'", param_hint="--tenant"
+        )
+    with _store() as store:
+        key, key_id = store.create_api_key(tenant, scope, name, datetime.now(UTC))
+    click.echo(key)
+    click.echo(
+        f"key {key_id} for tenant {tenant} ({scope}): store it now, it is not shown again", err=True
+    )
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+def keys_list(tenant: str | None) -> None:
+    """Keys (ids, tenants, scopes; never secrets)."""
+    with _store() as store:
+        rows = store.api_keys(tenant)
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        click.echo(
+            f"{row['key_id']}  {row['tenant']:<20} {row['scope']:<6} {state:<10} {row['name']}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key (workers stop accepting it within 10 seconds)."""
+    from datetime import UTC, datetime
+
+    with _store() as store:
+        revoked = store.revoke_api_key(key_id, datetime.now(UTC))
+    if not revoked:
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}", err=True)
+
+
 @cli.group()
 def db() -> None:
     """The store's schema: migrations on DRIFTLINE_DATABASE_URL."""
@@ -221,7 +566,8 @@ def replay(monitors_path: Path, events: Path, flush: bool, as_json: bool) -> Non
             click.echo(format_window(item))
         else:
             click.echo(
-                f"  -> retraining event {item.data.trigger_id} for {item.data.model_id}: "
+                f"  -> retraining event {item.data.trigger_id} for {item.data.model_id} "
+                f"({item.data.status}, {item.data.severity}): "
                 f"{', '.join(f.name for f in item.data.drifted_features)}"
             )
         if isinstance(item, DriftReport):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,11 @@ class Monitor:
     @property
     def model_id(self) -> str:
         return self.spec.model_id
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The reference profile's content hash (as stored with its version)."""
+        return self.profile.fingerprint()
 
 
 def build_monitor(spec: MonitorSpec) -> Monitor:
@@ -193,7 +199,7 @@ def window_report(
         window_end=datetime.fromtimestamp(end, UTC),
         n=n,
         sufficient=sufficient,
-        drifted=len(drifted) >= monitor.spec.policy.min_drifted_features,
+        drifted=monitor.spec.policy.window_drifted(len(drifted), len(drifts)),
         drifted_features=drifted,
         features=drifts,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,8 +64,32 @@ class Settings(BaseSettings):
     delivery_retention_days: float = Field(
         30.0, gt=0, description="Delivered or dead outbox rows older than this are pruned."
     )
+    alertmanager_trigger_label: str = Field(
+        "driftline_retrain",
+        min_length=1,
+        description="Label that makes a firing Alertmanager alert a retraining trigger "
+        'when it is "true".',
+    )
+    alertmanager_model_label: str = Field(
+        "model", min_length=1, description="Label of an Alertmanager alert naming the model."
+    )
+    monitors_refresh_s: float = Field(
+        5.0, gt=0, description="How often workers apply monitors changed through the API."
+    )
+    api_max_upload_mb: float = Field(
+        256.0, gt=0, description="Largest request body (reference files) in MiB."
+    )
+    api_auth: Literal["keys", "none"] = Field(
+        "keys",
+        description="keys: /v1 needs an API key (driftline keys create); none: open (local use).",
+    )
+    api_rate_limit: float = Field(20.0, gt=0, description="Requests per second per API key.")
+    api_rate_burst: int = Field(40, ge=1, description="Burst of requests per API key.")
     data_dir: Path = Field(
         Path(".driftline"), description="Directory for the worker's local files (Faust datadir)."
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", description="json: one JSON object per log line; console: for people."
     )
     log_level: str = Field(
         "info", pattern=r"^(crit|error|warn|info|debug)$", description="Worker log level."

@@ -120,6 +120,19 @@ class PaneRing(Generic[P]):
         self._closed_through = last
         return closed
 
+    def open_window(self) -> ClosedWindow[P] | None:
+        """The window in progress: the one ending with the newest pane that holds data.
+
+        >>> ring = PaneRing[int](pane_seconds=60, panes=3)
+        >>> ring.add(0, 5); ring.add(2, 7)
+        >>> window = ring.open_window()
+        >>> (window.start, window.end, window.summary)
+        (0.0, 180.0, 12)
+        """
+        if not self._panes:
+            return None
+        return self._window(max(self._panes))
+
     def _window(self, end: int) -> ClosedWindow[P]:
         start = end - self.panes + 1
         members = [self._panes[i] for i in sorted(self._panes) if start <= i <= end]

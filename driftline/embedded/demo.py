@@ -13,14 +13,13 @@ import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.embedded.process import WorkerProcess
 from driftline.embedded.receiver import WebhookReceiver
-from driftline.embedded.traffic import TrafficModel
+from driftline.embedded.traffic import TrafficModel, write_reference
+from driftline.store import Store
 from driftline.stream.topics import Topics, ensure_topics
 
 MODEL_ID = "fraud-detector"
@@ -49,9 +49,7 @@ def _bold(text: str, color: str = "1") -> str:
 
 
 def write_inputs(workdir: Path, webhook_url: str) -> None:
-    rng = np.random.default_rng(7)
-    reference = TrafficModel().sample(rng, 5000)
-    pq.write_table(pa.table(reference), workdir / "reference.parquet")
+    write_reference(workdir / "reference.parquet")
     monitors = {
         "models": [
             {
@@ -93,6 +91,7 @@ def start_worker(workdir: Path, bootstrap: str, secret: str) -> WorkerProcess:
         "BATCH_TIMEOUT_S": "0.2",
         "RELAY_INTERVAL_S": "0.5",
         "LOG_LEVEL": "warn",
+        "LOG_FORMAT": "console",
     }
     worker = WorkerProcess(settings, workdir / "worker.log", {"DEMO_WEBHOOK_SECRET": secret})
     return worker.start()
@@ -184,9 +183,19 @@ def _dead_lettered(metrics_text: str) -> dict[str, int]:
     for family in text_string_to_metric_families(metrics_text):
         if family.name == "driftline_events_dead_lettered":
             for sample in family.samples:
-                if sample.name.endswith("_total"):
+                if sample.name.endswith("_total") and sample.value:
                     counts[sample.labels["reason"]] = int(sample.value)
     return counts
+
+
+def demo_key(workdir: Path) -> str:
+    """A read key of the demo's tenant (as ``driftline keys create`` makes one)."""
+    store = Store.connect(f"sqlite:///{workdir / 'driftline.db'}")
+    try:
+        key, _ = store.create_api_key("default", "read", "demo", datetime.now(UTC))
+    finally:
+        store.close()
+    return key
 
 
 async def _run(workdir: Path, budget_s: float) -> int:
@@ -215,7 +224,9 @@ async def _run(workdir: Path, budget_s: float) -> int:
                 "      cells: PSI per feature; * = past its threshold, calibrated from the "
                 "reference for the window's size (1% false alarms per window)"
             )
-            async with aiohttp.ClientSession() as http:
+            key = demo_key(workdir)
+            auth = {"Authorization": f"Bearer {key}"}
+            async with aiohttp.ClientSession(headers=auth) as http:
                 return await _stream(http, api, receiver, topics, bootstrap, worker, deadline)
     finally:
         await receiver.stop()

@@ -16,8 +16,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -140,27 +143,110 @@ class ThresholdSpec(_Strict):
     )
 
 
+class SeveritySpec(_Strict):
+    """A severity level: it applies when every condition given holds (none given: always)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_drifted_features: int | None = Field(None, ge=1, description="Drifted features, at least.")
+    min_drifted_share: float | None = Field(
+        None, gt=0, le=1, description="Share of the monitored features drifted, at least."
+    )
+    min_score_ratio: float | None = Field(
+        None, gt=0, description="The top feature's score over its threshold, at least."
+    )
+
+    def matches(self, drifted: int, features: int, top_ratio: float) -> bool:
+        """Whether a window with these figures has this severity.
+
+        >>> SeveritySpec(name="critical", min_score_ratio=2.0).matches(1, 10, 2.5)
+        True
+        >>> SeveritySpec(name="critical", min_drifted_share=0.5).matches(1, 10, 9.0)
+        False
+        """
+        return (
+            (self.min_drifted_features is None or drifted >= self.min_drifted_features)
+            and (self.min_drifted_share is None or drifted >= self.min_drifted_share * features)
+            and (self.min_score_ratio is None or top_ratio >= self.min_score_ratio)
+        )
+
+
+DEFAULT_SEVERITIES = (
+    SeveritySpec(name="critical", min_drifted_share=0.5),
+    SeveritySpec(name="critical", min_score_ratio=3.0),
+    SeveritySpec(name="warning"),
+)
+
+
 class PolicySpec(_Strict):
-    """When drifted windows become one retraining request (once per drift episode)."""
+    """When drifted windows become one retraining request (once per drift episode).
+
+    A window is drifted when at least ``min_drifted_features`` (and, if given,
+    ``min_drifted_share`` of the monitored features) drifted. ``consecutive_windows``
+    drifted windows in a row open an episode; ``clean_windows_to_close`` clean ones
+    close it. An episode sends one request, unless it opens less than ``cooldown``
+    (event time) after the last request: then it is recorded as suppressed, and fires
+    only if it is still drifting once the cooldown has passed.
+    """
 
     min_drifted_features: int = Field(1, ge=1, description="Drifted features for a drifted window.")
+    min_drifted_share: float | None = Field(
+        None, gt=0, le=1, description="Share of features that must drift for a drifted window."
+    )
     consecutive_windows: int = Field(
         1, ge=1, description="Drifted windows in a row that open an episode and fire."
     )
     clean_windows_to_close: int = Field(
         3, ge=1, description="Clean windows in a row that close an open episode."
     )
+    cooldown: Duration = Field(
+        0.0, ge=0, description="Least event time between two requests, e.g. '6h'."
+    )
+    severities: list[SeveritySpec] = Field(
+        default_factory=lambda: list(DEFAULT_SEVERITIES),
+        min_length=1,
+        description="Severity levels, first match wins; the last should have no conditions.",
+    )
+
+    def window_drifted(self, drifted: int, features: int) -> bool:
+        """Whether a window with ``drifted`` of ``features`` features drifted counts as drifted.
+
+        >>> share = PolicySpec(min_drifted_share=0.25)
+        >>> share.window_drifted(1, 8), share.window_drifted(2, 8)
+        (False, True)
+        """
+        if drifted < self.min_drifted_features:
+            return False
+        return self.min_drifted_share is None or drifted >= self.min_drifted_share * features
+
+    def severity(self, drifted: int, features: int, top_ratio: float) -> str:
+        """The name of the first severity level the window matches (the last one otherwise)."""
+        for level in self.severities:
+            if level.matches(drifted, features, top_ratio):
+                return level.name
+        return self.severities[-1].name
 
 
-class WebhookTarget(_Strict):
-    """A receiver of retraining events, signed per the Standard Webhooks spec."""
+class _Target(_Strict):
+    name: str | None = Field(
+        None, max_length=128, description="Label of the target in metrics; derived if omitted."
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Per-attempt timeout in seconds.")
+    max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is dead.")
+
+
+class WebhookTarget(_Target):
+    """A receiver of retraining events, signed per the Standard Webhooks spec.
+
+    Several secrets (a list, or space-separated in the environment variable) sign each
+    message with each of them: rotate by adding the new secret first, and remove the old
+    one once every receiver verifies with the new.
+    """
 
     type: Literal["webhook"] = "webhook"
     url: AnyHttpUrl
-    secret: SecretStr | None = Field(None, description="whsec_... signing secret.")
+    secret: SecretStr | list[SecretStr] | None = Field(None, description="whsec_... secret(s).")
     secret_env: str | None = Field(None, description="Environment variable holding the secret.")
-    timeout_s: float = Field(10.0, gt=0, description="Per-attempt HTTP timeout.")
-    max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is dead.")
+    _env_secrets: list[SecretStr] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _load_secret(self) -> WebhookTarget:
@@ -168,16 +254,147 @@ class WebhookTarget(_Strict):
             raise ValueError("give exactly one of 'secret' or 'secret_env'")
         if self.secret_env is not None:
             value = os.environ.get(self.secret_env)
-            if not value:
+            if not value or not value.split():
                 raise ValueError(f"environment variable {self.secret_env} is not set")
-            object.__setattr__(self, "secret", SecretStr(value))
-        _check_secret(self.signing_secret)
+            # Kept out of the fields: a stored or returned spec never holds the secret.
+            self._env_secrets = [SecretStr(v) for v in value.split()]
+        if not self.signing_secrets:
+            raise ValueError("give at least one secret")
+        for secret in self.signing_secrets:
+            _check_secret(secret)
         return self
 
     @property
-    def signing_secret(self) -> str:
-        assert self.secret is not None  # set by the validator
-        return self.secret.get_secret_value()
+    def signing_secrets(self) -> list[str]:
+        """The secrets each message is signed with, the current one first."""
+        secrets = self.secret if isinstance(self.secret, list) else [self.secret]
+        if self.secret_env is not None:
+            secrets = list(self._env_secrets)
+        return [s.get_secret_value() for s in secrets if s is not None]
+
+    @property
+    def key(self) -> str:
+        """What identifies the target in the outbox (``deliveries.target_url``)."""
+        return str(self.url)
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.url.host or "webhook")
+
+
+#: What a Kubeflow runtime parameter can be filled with, from the retraining event.
+KFP_PARAMETER_SOURCES = (
+    "model_id",
+    "model_version",
+    "trigger_id",
+    "episode_id",
+    "severity",
+    "reference_version",
+    "window_start",
+    "window_end",
+    "drifted_features",
+)
+
+#: Where a pod's Kubeflow Pipelines service-account token is projected in-cluster.
+KFP_INCLUSTER_TOKEN = Path("/var/run/secrets/kubeflow/pipelines/token")
+
+
+class KubeflowTarget(_Target):
+    """Starts a Kubeflow Pipelines run (API v2beta1) per retraining request."""
+
+    type: Literal["kubeflow"]
+    endpoint: AnyHttpUrl = Field(
+        description="KFP API server, e.g. http://ml-pipeline.kubeflow:8888"
+    )
+    pipeline_id: str | None = Field(None, description="The pipeline to run (or pipeline_name).")
+    pipeline_name: str | None = Field(None, description="Looked up by name when id is not given.")
+    pipeline_version_id: str | None = Field(None, description="Omitted: the latest version.")
+    experiment_id: str | None = Field(None, description="Omitted: the default experiment.")
+    namespace: str | None = Field(None, description="Namespace for pipeline_name lookups.")
+    service_account: str | None = None
+    parameters: dict[str, str] = Field(
+        default_factory=lambda: {
+            "model_id": "model_id",
+            "model_version": "model_version",
+            "trigger_id": "trigger_id",
+            "drifted_features": "drifted_features",
+        },
+        description="Runtime parameter name -> field of the retraining event.",
+    )
+    token_file: Path | None = Field(
+        None,
+        description=f"Bearer token file, read at every call (in-cluster: {KFP_INCLUSTER_TOKEN}).",
+    )
+    token_env: str | None = Field(None, description="Environment variable holding a bearer token.")
+
+    @model_validator(mode="after")
+    def _check(self) -> KubeflowTarget:
+        if (self.pipeline_id is None) == (self.pipeline_name is None):
+            raise ValueError("give exactly one of 'pipeline_id' or 'pipeline_name'")
+        if self.pipeline_version_id is not None and self.pipeline_id is None:
+            raise ValueError("'pipeline_version_id' needs 'pipeline_id'")
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("give at most one of 'token_file' or 'token_env'")
+        if self.token_env is not None and not os.environ.get(self.token_env):
+            raise ValueError(f"environment variable {self.token_env} is not set")
+        unknown = sorted(set(self.parameters.values()) - set(KFP_PARAMETER_SOURCES))
+        if unknown:
+            raise ValueError(
+                f"parameters: unknown fields {unknown}; use {', '.join(KFP_PARAMETER_SOURCES)}"
+            )
+        return self
+
+    @property
+    def key(self) -> str:
+        base = str(self.endpoint).rstrip("/")
+        return f"{base}/apis/v2beta1/runs#{self.pipeline_id or self.pipeline_name}"
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.endpoint.host or "kubeflow")
+
+
+class KafkaTarget(_Target):
+    """Publishes the retraining event to a Kafka topic, keyed by model id."""
+
+    type: Literal["kafka"]
+    topic: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]+$", description="Default: <topic prefix>.retraining."
+    )
+
+    @model_validator(mode="after")
+    def _default_topic(self, info: ValidationInfo) -> KafkaTarget:
+        if self.topic is None:
+            prefix = (info.context or {}).get("topic_prefix", "driftline")
+            object.__setattr__(self, "topic", f"{prefix}.retraining")
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"kafka:{self.topic}"
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.topic)
+
+
+def _target_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "webhook"))
+    return str(getattr(value, "type", "webhook"))
+
+
+_TARGET_TAGS = frozenset({"webhook", "kubeflow", "kafka"})
+Target = Annotated[
+    Annotated[WebhookTarget, Tag("webhook")]
+    | Annotated[KubeflowTarget, Tag("kubeflow")]
+    | Annotated[KafkaTarget, Tag("kafka")],
+    Discriminator(
+        _target_type,
+        custom_error_type="target_type",
+        custom_error_message="type must be webhook (the default), kubeflow or kafka",
+    ),
+]
 
 
 def _check_secret(secret: str) -> None:
@@ -212,6 +429,11 @@ class MonitorSpec(_Strict):
     """One monitored model."""
 
     model_id: str = Field(min_length=1, max_length=256)
+    tenant: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$",
+        description="The team that owns the model: only its API keys see it.",
+    )
     reference: ReferenceSpec
     features: list[FeatureSpec] | None = Field(
         None, description="Monitored features; omitted: every column of the reference file."
@@ -219,7 +441,7 @@ class MonitorSpec(_Strict):
     window: WindowSpec
     thresholds: ThresholdSpec = ThresholdSpec()
     policy: PolicySpec = PolicySpec()
-    targets: list[WebhookTarget] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list)
     segments: SegmentSpec | None = Field(
         None, description="Per-segment reports (triggers come from the whole model's windows)."
     )
@@ -254,8 +476,11 @@ class MonitorsConfig(_Strict):
         return {m.model_id: m for m in self.models}
 
 
-def load_monitors(path: Path) -> MonitorsConfig:
-    """Read and validate a monitors YAML file; errors name the file and the field."""
+def load_monitors(path: Path, topic_prefix: str = "driftline") -> MonitorsConfig:
+    """Read and validate a monitors YAML file; errors name the file and the field.
+
+    ``topic_prefix`` names the default topic of Kafka targets (``<prefix>.retraining``).
+    """
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -265,7 +490,9 @@ def load_monitors(path: Path) -> MonitorsConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     try:
-        return MonitorsConfig.model_validate(data, context={"base_dir": path.parent})
+        return MonitorsConfig.model_validate(
+            data, context={"base_dir": path.parent, "topic_prefix": topic_prefix}
+        )
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_config_error(exc)}") from None
 
@@ -275,7 +502,10 @@ def describe_config_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         where = ""
-        for part in err["loc"]:
+        loc = err["loc"]
+        for i, part in enumerate(loc):
+            if i and isinstance(loc[i - 1], int) and part in _TARGET_TAGS:
+                continue  # the union's tag (targets[0].webhook.url): not a field
             where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
         parts.append(f"{where or 'file'}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)

@@ -30,12 +30,21 @@ class Base(DeclarativeBase):
 
 
 class MonitorRow(Base):
-    """The monitor configuration last started, per model."""
+    """A monitor: from the monitors file (``source = file``) or the API (``api``).
+
+    Workers poll this table and apply a row whose ``version`` changed: created,
+    updated, paused, resumed or deleted monitors take effect without a restart.
+    """
 
     __tablename__ = "monitors"
 
     model_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    paused: Mapped[bool]
+    version: Mapped[int]
     spec: Mapped[dict[str, Any]]
+    #: The active reference profile version (None: none uploaded yet).
     reference_version: Mapped[int | None]
     updated_at: Mapped[datetime]
 
@@ -101,12 +110,17 @@ class ConsumerOffsetRow(Base):
 
 
 class TriggerRow(Base):
-    """A retraining event, once per drift episode (its id is stable)."""
+    """A retraining request (fired, once per episode) or one the cooldown suppressed."""
 
     __tablename__ = "triggers"
 
     trigger_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(256), index=True)
+    episode_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # fired | suppressed
+    source: Mapped[str] = mapped_column(String(16))  # drift | alertmanager
+    severity: Mapped[str] = mapped_column(String(64))
+    #: The window that fired; for alert triggers, when the alert started.
     window_end: Mapped[datetime]
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
@@ -132,8 +146,43 @@ class DeliveryRowModel(Base):
     last_status: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_latency_s: Mapped[float | None] = mapped_column(Float)
+    #: What the target answered with: a Kubeflow run id, a Kafka partition and offset.
+    external_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+
+
+class DeliveryAttemptRow(Base):
+    """One attempt of one delivery: when, the outcome, the status, latency and error."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(Integer, index=True)
+    attempt: Mapped[int]
+    attempted_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | dead
+    http_status: Mapped[int | None]
+    latency_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertNotificationRow(Base):
+    """An Alertmanager alert received, once per fingerprint, start and status."""
+
+    __tablename__ = "alert_notifications"
+    __table_args__ = (UniqueConstraint("fingerprint", "starts_at", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    starts_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    model_id: Mapped[str | None] = mapped_column(String(256))
+    #: fired | suppressed | resolved | ignored
+    outcome: Mapped[str] = mapped_column(String(16))
+    trigger_id: Mapped[str | None] = mapped_column(String(64))
+    labels: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
 
 
 class DisabledEndpointRow(Base):
@@ -144,3 +193,17 @@ class DisabledEndpointRow(Base):
     url: Mapped[str] = mapped_column(String(2048), primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     disabled_at: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    """An API key: one tenant, one scope; only a hash of its secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    scope: Mapped[str] = mapped_column(String(16))  # read | write | admin
+    name: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

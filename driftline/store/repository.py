@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.detectors.profile import ReferenceProfile
 from driftline.exceptions import ConfigError, StoreError
-from driftline.schemas.monitors import MonitorSpec, WebhookTarget
+from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.schemas.reports import DriftReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store.migrate import upgrade
 from driftline.store.models import (
+    AlertNotificationRow,
+    ApiKeyRow,
     ConsumerOffsetRow,
+    DeliveryAttemptRow,
     DeliveryRowModel,
     DisabledEndpointRow,
     ModelStateRow,
@@ -42,6 +46,57 @@ class Snapshot:
     topic: str
     partition: int
     state: dict[str, Any]
+
+
+class MonitorConflict(ValueError):
+    """The monitor cannot change that way (exists, unknown reference, managed by the file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorRecord:
+    """A stored monitor: its spec, where it came from, and what workers should run."""
+
+    model_id: str
+    tenant: str
+    source: str
+    paused: bool
+    version: int
+    spec: dict[str, Any]
+    reference_version: int | None
+    updated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "tenant": self.tenant,
+            "source": self.source,
+            "paused": self.paused,
+            "version": self.version,
+            "reference_version": self.reference_version,
+            "updated_at": self.updated_at.isoformat(),
+            # Stored specs never hold secrets: model_dump masks SecretStr fields.
+            "spec": self.spec,
+        }
+
+
+def _record(row: MonitorRow) -> MonitorRecord:
+    return MonitorRecord(
+        row.model_id,
+        row.tenant,
+        row.source,
+        row.paused,
+        row.version,
+        row.spec,
+        row.reference_version,
+        _utc(row.updated_at),
+    )
+
+
+def _editable(row: MonitorRow) -> None:
+    if row.source == "file":
+        raise MonitorConflict(
+            f"model_id: {row.model_id!r} is defined in the monitors file; change it there"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +227,162 @@ class Store:
             return row.version, ReferenceProfile.from_state(row.profile)
 
     def save_monitor(self, spec: MonitorSpec, reference_version: int | None, now: datetime) -> None:
+        """Seed a monitor of the monitors file: the file wins over earlier rows of it.
+
+        Its version moves on only when the spec or reference changed (so workers reload
+        it only then); a pause set through the API stays.
+        """
+        body = spec.model_dump(mode="json")
         with self._sessions.begin() as session:
-            session.merge(
-                MonitorRow(
-                    model_id=spec.model_id,
-                    spec=spec.model_dump(mode="json"),
-                    reference_version=reference_version,
-                    updated_at=now,
+            row = session.get(MonitorRow, spec.model_id)
+            if row is None:
+                session.add(
+                    MonitorRow(
+                        model_id=spec.model_id,
+                        tenant=spec.tenant,
+                        source="file",
+                        paused=False,
+                        version=1,
+                        spec=body,
+                        reference_version=reference_version,
+                        updated_at=now,
+                    )
+                )
+            elif (row.spec, row.reference_version, row.source) != (body, reference_version, "file"):
+                row.spec, row.reference_version, row.source = body, reference_version, "file"
+                row.tenant, row.version, row.updated_at = spec.tenant, row.version + 1, now
+
+    def forget_file_monitors(self, keep: set[str]) -> None:
+        """Delete monitors of the file that the file no longer has."""
+        with self._sessions.begin() as session:
+            session.execute(
+                delete(MonitorRow).where(
+                    MonitorRow.source == "file", MonitorRow.model_id.not_in(list(keep))
                 )
             )
+
+    def monitor_records(self, tenant: str | None = None) -> list[MonitorRecord]:
+        query = select(MonitorRow).order_by(MonitorRow.model_id)
+        if tenant is not None:
+            query = query.where(MonitorRow.tenant == tenant)
+        with self._sessions() as session:
+            return [_record(row) for row in session.scalars(query)]
+
+    def monitor_record(self, model_id: str) -> MonitorRecord | None:
+        with self._sessions() as session:
+            row = session.get(MonitorRow, model_id)
+            return None if row is None else _record(row)
+
+    def create_monitor(self, spec: MonitorSpec, now: datetime) -> MonitorRecord:
+        """A new API monitor; its reference is the stored version it names (if any)."""
+        with self._sessions.begin() as session:
+            if session.get(MonitorRow, spec.model_id) is not None:
+                raise MonitorConflict(f"model_id: {spec.model_id!r} already has a monitor")
+            version = self._reference_of(session, spec)
+            row = MonitorRow(
+                model_id=spec.model_id,
+                tenant=spec.tenant,
+                source="api",
+                paused=False,
+                version=1,
+                spec=spec.model_dump(mode="json"),
+                reference_version=version,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            return _record(row)
+
+    def update_monitor(self, spec: MonitorSpec, now: datetime) -> MonitorRecord | None:
+        """A new version of an API monitor; None if there is none."""
+        with self._sessions.begin() as session:
+            row = session.get(MonitorRow, spec.model_id)
+            if row is None:
+                return None
+            _editable(row)
+            row.spec = spec.model_dump(mode="json")
+            row.reference_version = self._reference_of(session, spec, row.reference_version)
+            row.version, row.updated_at = row.version + 1, now
+            return _record(row)
+
+    def set_paused(self, model_id: str, paused: bool, now: datetime) -> MonitorRecord | None:
+        with self._sessions.begin() as session:
+            row = session.get(MonitorRow, model_id)
+            if row is None:
+                return None
+            if row.paused != paused:
+                row.paused, row.version, row.updated_at = paused, row.version + 1, now
+            return _record(row)
+
+    def delete_monitor(self, model_id: str) -> bool:
+        """Delete an API monitor (its reports, triggers and profiles stay)."""
+        with self._sessions.begin() as session:
+            row = session.get(MonitorRow, model_id)
+            if row is None:
+                return False
+            _editable(row)
+            session.delete(row)
+            return True
+
+    def activate_reference(
+        self, model_id: str, version: int, now: datetime
+    ) -> MonitorRecord | None:
+        """Make a stored profile version the monitor's reference; None if either is unknown."""
+        with self._sessions.begin() as session:
+            row = session.get(MonitorRow, model_id)
+            exists = session.scalar(
+                select(ReferenceProfileRow.version).where(
+                    ReferenceProfileRow.model_id == model_id,
+                    ReferenceProfileRow.version == version,
+                )
+            )
+            if row is None or exists is None:
+                return None
+            if row.reference_version != version:
+                row.reference_version, row.version, row.updated_at = version, row.version + 1, now
+            return _record(row)
+
+    def reference_versions(self, model_id: str) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            active = session.scalar(
+                select(MonitorRow.reference_version).where(MonitorRow.model_id == model_id)
+            )
+            rows = session.scalars(
+                select(ReferenceProfileRow)
+                .where(ReferenceProfileRow.model_id == model_id)
+                .order_by(ReferenceProfileRow.version)
+            )
+            return [
+                {
+                    "version": r.version,
+                    "fingerprint": r.fingerprint,
+                    "source": r.source,
+                    "n_rows": r.n_rows,
+                    "features": [f["name"] for f in r.profile["features"]],
+                    "created_at": _utc(r.created_at).isoformat(),
+                    "active": r.version == active,
+                }
+                for r in rows
+            ]
+
+    @staticmethod
+    def _reference_of(
+        session: Session, spec: MonitorSpec, current: int | None = None
+    ) -> int | None:
+        stored = spec.reference.stored
+        query = select(func.max(ReferenceProfileRow.version)).where(
+            ReferenceProfileRow.model_id == spec.model_id
+        )
+        if isinstance(stored, int):
+            query = query.where(ReferenceProfileRow.version == stored)
+            found = session.scalar(query)
+            if found is None:
+                raise MonitorConflict(
+                    f"reference.stored: {spec.model_id!r} has no reference version {stored}"
+                )
+            return int(found)
+        latest = session.scalar(query)
+        return current if current is not None else latest
 
     # -- the stream's writes -----------------------------------------------------------
 
@@ -188,7 +390,7 @@ class Store:
         self,
         reports: Sequence[DriftReport],
         triggers: Sequence[RetrainingEvent],
-        targets: Mapping[str, Sequence[WebhookTarget]],
+        targets: Mapping[str, Sequence[Target]],
         now: datetime,
         snapshots: Mapping[str, Snapshot] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
@@ -197,7 +399,8 @@ class Store:
         in one transaction: after a crash, either all of a batch's effects are stored or none.
 
         A window reported again (reprocessing) replaces its report; a trigger already
-        recorded is not recorded or delivered again.
+        recorded is not recorded or delivered again; a suppressed one is recorded and
+        not delivered.
         """
         with self._sessions.begin() as session:
             for report in reports:
@@ -243,34 +446,42 @@ class Store:
         self,
         session: Session,
         trigger: RetrainingEvent,
-        targets: Sequence[WebhookTarget],
+        targets: Sequence[Target],
         now: datetime,
-    ) -> None:
+    ) -> bool:
+        """Record a trigger and, if it fired, its outbox rows; False if already recorded."""
         data = trigger.data
         if session.get(TriggerRow, data.trigger_id) is not None:
-            return
+            return False
         session.add(
             TriggerRow(
                 trigger_id=data.trigger_id,
                 model_id=data.model_id,
-                window_end=data.window_end,
+                episode_id=data.episode_id,
+                status=data.status,
+                source=data.source,
+                severity=data.severity,
+                window_end=data.window_end or data.episode_started_at,
                 payload=trigger.model_dump_json(),
                 created_at=now,
             )
         )
+        if data.status != "fired":
+            return True
         for target in targets:
             session.add(
                 DeliveryRowModel(
                     trigger_id=data.trigger_id,
                     model_id=data.model_id,
                     target_type=target.type,
-                    target_url=str(target.url),
+                    target_url=target.key,
                     status="pending",
                     attempts=0,
                     next_attempt_at=now,
                     created_at=now,
                 )
             )
+        return True
 
     def load_partition(
         self, topic: str, partition: int
@@ -323,7 +534,9 @@ class Store:
         latency_s: float | None,
         next_attempt_at: datetime,
         now: datetime,
+        external_id: str | None = None,
     ) -> None:
+        """Log one attempt and move the delivery on (``pending`` means retry)."""
         with self._sessions.begin() as session:
             row = session.get_one(DeliveryRowModel, delivery_id)
             row.attempts += 1
@@ -332,23 +545,40 @@ class Store:
             row.last_error = error
             row.last_latency_s = latency_s
             row.next_attempt_at = next_attempt_at
+            if external_id is not None:
+                row.external_id = external_id
             if status == "delivered":
                 row.delivered_at = now
+            session.add(
+                DeliveryAttemptRow(
+                    delivery_id=delivery_id,
+                    attempt=row.attempts,
+                    attempted_at=now,
+                    outcome="retry" if status == "pending" else status,
+                    http_status=http_status,
+                    latency_s=latency_s,
+                    error=error,
+                )
+            )
 
     def prune(self, reports_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
         """Delete old window reports and finished deliveries; returns how many of each.
 
         Pending deliveries, triggers and reference profiles are never pruned.
         """
+        finished = select(DeliveryRowModel.id).where(
+            DeliveryRowModel.status.in_(("delivered", "dead")),
+            DeliveryRowModel.created_at < deliveries_before,
+        )
         with self._sessions.begin() as session:
             reports = session.execute(
                 delete(WindowReportRow).where(WindowReportRow.created_at < reports_before)
             )
+            session.execute(
+                delete(DeliveryAttemptRow).where(DeliveryAttemptRow.delivery_id.in_(finished))
+            )
             deliveries = session.execute(
-                delete(DeliveryRowModel).where(
-                    DeliveryRowModel.status.in_(("delivered", "dead")),
-                    DeliveryRowModel.created_at < deliveries_before,
-                )
+                delete(DeliveryRowModel).where(DeliveryRowModel.id.in_(finished))
             )
             return int(reports.rowcount or 0), int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -363,6 +593,23 @@ class Store:
         with self._sessions() as session:
             return {row.url: row.reason for row in session.scalars(select(DisabledEndpointRow))}
 
+    def disabled_endpoint_list(self) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            return [
+                {"url": r.url, "reason": r.reason, "disabled_at": _utc(r.disabled_at).isoformat()}
+                for r in session.scalars(
+                    select(DisabledEndpointRow).order_by(DisabledEndpointRow.url)
+                )
+            ]
+
+    def enable_endpoint(self, url: str) -> bool:
+        """Send to ``url`` again (deliveries already dead stay dead: replay them)."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                delete(DisabledEndpointRow).where(DisabledEndpointRow.url == url)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def replay_delivery(self, delivery_id: int, now: datetime) -> dict[str, Any] | None:
         """Make a dead delivery pending again (same id, same webhook-id); None if unknown.
 
@@ -375,12 +622,17 @@ class Store:
             if row.status != "dead":
                 raise ValueError(f"delivery {delivery_id} is {row.status}; only dead ones replay")
             row.status, row.attempts, row.next_attempt_at = "pending", 0, now
-        return next(d for d in self.deliveries(row.trigger_id) if d["id"] == delivery_id)
+        return self.delivery(delivery_id)
 
     # -- queries -----------------------------------------------------------------------
 
     def reports(
-        self, model_id: str | None = None, limit: int = 20, segment: str | None = None
+        self,
+        model_id: str | None = None,
+        limit: int = 20,
+        segment: str | None = None,
+        *,
+        models: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
         """The newest window reports, newest first: the whole model's, or one segment's."""
         query = (
@@ -390,14 +642,45 @@ class Store:
         )
         if model_id is not None:
             query = query.where(WindowReportRow.model_id == model_id)
+        if models is not None:
+            query = query.where(WindowReportRow.model_id.in_(list(models)))
         with self._sessions() as session:
             return list(session.scalars(query.limit(limit)))
 
-    def deliveries(self, trigger_id: str | None = None) -> list[dict[str, Any]]:
-        query = select(DeliveryRowModel).order_by(DeliveryRowModel.id)
+    def deliveries(
+        self,
+        trigger_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        *,
+        models: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Deliveries, newest first, with their attempts (of ``models`` only, if given)."""
+        query = select(DeliveryRowModel).order_by(DeliveryRowModel.id.desc()).limit(limit)
         if trigger_id is not None:
             query = query.where(DeliveryRowModel.trigger_id == trigger_id)
+        if status is not None:
+            query = query.where(DeliveryRowModel.status == status)
+        if models is not None:
+            query = query.where(DeliveryRowModel.model_id.in_(list(models)))
         with self._sessions() as session:
+            rows = list(session.scalars(query))
+            attempts: dict[int, list[dict[str, Any]]] = {r.id: [] for r in rows}
+            for a in session.scalars(
+                select(DeliveryAttemptRow)
+                .where(DeliveryAttemptRow.delivery_id.in_(attempts))
+                .order_by(DeliveryAttemptRow.id)
+            ):
+                attempts[a.delivery_id].append(
+                    {
+                        "attempt": a.attempt,
+                        "at": _utc(a.attempted_at).isoformat(),
+                        "outcome": a.outcome,
+                        "http_status": a.http_status,
+                        "latency_s": a.latency_s,
+                        "error": a.error,
+                    }
+                )
             return [
                 {
                     "id": r.id,
@@ -409,23 +692,174 @@ class Store:
                     "attempts": r.attempts,
                     "last_status": r.last_status,
                     "last_error": r.last_error,
+                    "external_id": r.external_id,
+                    "next_attempt_at": (
+                        _utc(r.next_attempt_at).isoformat() if r.status == "pending" else None
+                    ),
                     "created_at": _utc(r.created_at).isoformat(),
                     "delivered_at": _utc(r.delivered_at).isoformat() if r.delivered_at else None,
+                    "attempt_log": attempts[r.id],
                 }
-                for r in session.scalars(query)
+                for r in rows
             ]
 
-    def triggers(self, model_id: str | None = None) -> list[dict[str, Any]]:
-        query = select(TriggerRow).order_by(TriggerRow.created_at)
+    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            trigger_id = session.scalar(
+                select(DeliveryRowModel.trigger_id).where(DeliveryRowModel.id == delivery_id)
+            )
+        if trigger_id is None:
+            return None
+        return next(d for d in self.deliveries(trigger_id) if d["id"] == delivery_id)
+
+    def triggers(
+        self,
+        model_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        *,
+        models: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Triggers, newest first: fired and suppressed, with their retraining events."""
+        query = select(TriggerRow).order_by(TriggerRow.created_at.desc()).limit(limit)
         if model_id is not None:
             query = query.where(TriggerRow.model_id == model_id)
+        if status is not None:
+            query = query.where(TriggerRow.status == status)
+        if models is not None:
+            query = query.where(TriggerRow.model_id.in_(list(models)))
         with self._sessions() as session:
             return [
                 {
                     "trigger_id": r.trigger_id,
                     "model_id": r.model_id,
+                    "episode_id": r.episode_id,
+                    "status": r.status,
+                    "source": r.source,
+                    "severity": r.severity,
                     "window_end": _utc(r.window_end).isoformat(),
-                    "payload": r.payload,
+                    "created_at": _utc(r.created_at).isoformat(),
+                    "event": orjson.loads(r.payload),
                 }
                 for r in session.scalars(query)
             ]
+
+    # -- API keys ----------------------------------------------------------------------
+
+    def create_api_key(self, tenant: str, scope: str, name: str, now: datetime) -> tuple[str, str]:
+        """A new key for ``tenant``: (the key, shown once; its id). Only a hash is stored."""
+        from driftline.auth import new_key
+
+        key, key_id, hashed = new_key()
+        with self._sessions.begin() as session:
+            session.add(
+                ApiKeyRow(
+                    key_id=key_id,
+                    secret_hash=hashed,
+                    tenant=tenant,
+                    scope=scope,
+                    name=name,
+                    created_at=now,
+                )
+            )
+        return key, key_id
+
+    def api_key(self, key_id: str) -> tuple[str, str, str] | None:
+        """(secret hash, tenant, scope) of an active key, None if unknown or revoked."""
+        with self._sessions() as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return None
+            return row.secret_hash, row.tenant, row.scope
+
+    def api_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Keys (never their secrets), oldest first."""
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
+        if tenant is not None:
+            query = query.where(ApiKeyRow.tenant == tenant)
+        with self._sessions() as session:
+            return [
+                {
+                    "key_id": r.key_id,
+                    "tenant": r.tenant,
+                    "scope": r.scope,
+                    "name": r.name,
+                    "created_at": _utc(r.created_at).isoformat(),
+                    "revoked_at": _utc(r.revoked_at).isoformat() if r.revoked_at else None,
+                }
+                for r in session.scalars(query)
+            ]
+
+    def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+        with self._sessions.begin() as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = now
+            return True
+
+    # -- Alertmanager ------------------------------------------------------------------
+
+    def record_alert(
+        self,
+        *,
+        fingerprint: str,
+        starts_at: datetime,
+        status: str,
+        model_id: str | None,
+        labels: dict[str, str],
+        trigger: RetrainingEvent | None,
+        cooldown_s: float,
+        targets: Sequence[Target],
+        now: datetime,
+    ) -> str:
+        """Record one alert of a notification; returns its outcome.
+
+        ``duplicate`` if this fingerprint, start and status were recorded before (the
+        same notification again, or from another Alertmanager of an HA pair). A firing
+        alert's ``trigger`` is recorded as fired, or as suppressed when the model's last
+        request fired less than ``cooldown_s`` ago; without a trigger the alert is only
+        recorded (``resolved`` or ``ignored``).
+        """
+        try:
+            with self._sessions.begin() as session:
+                seen = session.scalar(
+                    select(AlertNotificationRow.id).where(
+                        AlertNotificationRow.fingerprint == fingerprint,
+                        AlertNotificationRow.starts_at == starts_at,
+                        AlertNotificationRow.status == status,
+                    )
+                )
+                if seen is not None:
+                    return "duplicate"
+                outcome = "resolved" if status == "resolved" else "ignored"
+                if trigger is not None:
+                    last = session.scalar(
+                        select(func.max(TriggerRow.created_at)).where(
+                            TriggerRow.model_id == trigger.data.model_id,
+                            TriggerRow.status == "fired",
+                        )
+                    )
+                    if last is not None and (now - _utc(last)).total_seconds() < cooldown_s:
+                        trigger = trigger.model_copy(
+                            update={
+                                "data": trigger.data.model_copy(update={"status": "suppressed"})
+                            }
+                        )
+                    self._add_trigger(session, trigger, targets, now)
+                    outcome = trigger.data.status
+                session.add(
+                    AlertNotificationRow(
+                        fingerprint=fingerprint,
+                        starts_at=starts_at,
+                        status=status,
+                        model_id=model_id,
+                        outcome=outcome,
+                        trigger_id=None if trigger is None else trigger.data.trigger_id,
+                        labels=labels,
+                        received_at=now,
+                    )
+                )
+                return outcome
+        except IntegrityError:  # the same alert recorded concurrently
+            return "duplicate"

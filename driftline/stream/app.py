@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
 import faust
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from faust.types import EventT
 from mode import Service
 from prometheus_client import CollectorRegistry
 
 from driftline.monitoring import Monitor
+from driftline.registry import runnable
+from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
 from driftline.stream.deadletter import DeadLetter, SourceMessage
@@ -23,12 +28,17 @@ from driftline.stream.metrics import DriftCollector, Metrics
 from driftline.stream.service import DriftService
 from driftline.stream.topics import Topics
 from driftline.stream.web import register_views
+from driftline.triggers.delivery import Sender
+from driftline.triggers.kafka import KafkaSender
+from driftline.triggers.kubeflow import KubeflowSender
 from driftline.triggers.relay import OutboxRelay
 from driftline.triggers.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 #: Exit code when a batch fails unexpectedly (EX_SOFTWARE): restart to resume exactly.
 EXIT_UNEXPECTED = 70
+#: How often readiness asks the broker for metadata.
+BROKER_CHECK_S = 10.0
 #: How often old window reports and finished deliveries are pruned.
 PRUNE_INTERVAL_S = 3600.0
 
@@ -36,33 +46,53 @@ PRUNE_INTERVAL_S = 3600.0
 class RelayService(Service):
     """Runs the outbox relay every ``interval`` seconds, with its own HTTP session."""
 
-    def __init__(self, service: DriftService, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, service: DriftService, settings: Settings, bootstrap: str, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._service = service
         self._settings = settings
+        self._bootstrap = bootstrap
         self._interval = settings.relay_interval_s
         self._session: aiohttp.ClientSession | None = None
+        self._kafka: KafkaSender | None = None
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession()
+        # Lazy: no producer until a Kafka target (of the file or the API) needs one.
+        self._kafka = KafkaSender(self._bootstrap, partitions=self._settings.topic_partitions)
 
     async def on_stop(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._kafka is not None:
+            await asyncio.to_thread(self._kafka.close)
 
     @Service.task
     async def _deliver(self) -> None:
         assert self._session is not None
         metrics = self._service.metrics
 
-        def count(delivery: DeliveryRow, outcome: str) -> None:
-            metrics.deliveries.labels(delivery.target_type, outcome).inc()
+        def count(delivery: DeliveryRow, target: Target | None, outcome: str) -> None:
+            label = delivery.target_url if target is None else target.label
+            metrics.deliveries.labels(delivery.target_type, label, outcome).inc()
 
-        targets = {model_id: m.spec.targets for model_id, m in self._service.monitors.items()}
-        relay = OutboxRelay(self._service.store, WebhookSender(self._session), targets, count)
+        senders: dict[str, Sender] = {
+            "webhook": WebhookSender(self._session),
+            "kubeflow": KubeflowSender(self._session),
+        }
+        assert self._kafka is not None
+        senders["kafka"] = self._kafka
+
+        def targets() -> dict[str, Sequence[Target]]:  # monitors change at run time
+            return {model_id: m.spec.targets for model_id, m in self._service.monitors.items()}
+
+        relay = OutboxRelay(self._service.store, senders, targets, count)
         while not self.should_stop:
             try:
+                self._service.relay_pass_started = time.monotonic()
                 await relay.run_once()
+                self._service.relay_last_pass = time.monotonic()
             except Exception:
                 log.exception("outbox relay pass failed; retrying")
             await self.sleep(self._interval)
@@ -98,6 +128,7 @@ def create_app(
     monitors: dict[str, Monitor],
     store: Store,
     registry: CollectorRegistry | None = None,
+    file_specs: Mapping[str, MonitorSpec] | None = None,
 ) -> tuple[faust.App, DriftService]:
     """The worker's Faust app and the service behind it, wired to ``bootstrap``."""
     topics = Topics(settings.topic_prefix)
@@ -117,6 +148,7 @@ def create_app(
         topic_disable_leader=True,
         topic_allow_declare=False,
         producer_acks=-1,
+        web_application_options={"client_max_size": int(settings.api_max_upload_mb * 2**20)},
     )
     predictions = app.topic(topics.predictions, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
@@ -137,6 +169,7 @@ def create_app(
 
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
+    metrics.initialize({model_id: m.spec for model_id, m in monitors.items()})
     service = DriftService(
         monitors,
         store,
@@ -152,7 +185,31 @@ def create_app(
         except Exception:  # not started yet
             return 0
 
-    registry.register(DriftCollector(service.last_reports, service.watermarks, assigned_partitions))
+    def consumer_lag() -> dict[tuple[str, int], int]:
+        lag = {}
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:  # not started yet
+            return {}
+        for tp in assignment:
+            highwater = app.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            stored = service.stored_offset(tp.topic, tp.partition)
+            lag[(tp.topic, tp.partition)] = max(
+                0, highwater - (-1 if stored is None else stored) - 1
+            )
+        return lag
+
+    registry.register(
+        DriftCollector(
+            service.last_reports,
+            service.watermarks,
+            assigned_partitions,
+            lambda: service.last_closed,
+            consumer_lag,
+        )
+    )
 
     @app.agent(predictions, concurrency=1)
     async def monitor_predictions(stream: faust.StreamT[bytes]) -> None:
@@ -186,7 +243,50 @@ def create_app(
     if settings.snapshot_every_s:  # a quiet stream still gets stored (and acked)
         app.timer(interval=min(1.0, settings.snapshot_every_s))(store_when_due)
 
-    app.service(RelayService(service, settings))  # type: ignore[arg-type]
+    app.service(RelayService(service, settings, bootstrap))  # type: ignore[arg-type]
+
+    records = store.monitor_records()
+    versions = {r.model_id: r.version for r in records}
+    service.tenants = {r.model_id: r.tenant for r in records}
+
+    async def refresh_monitors() -> None:
+        """Apply monitors created, changed, paused or deleted since the last look."""
+        try:
+            records = await asyncio.to_thread(store.monitor_records)
+        except Exception as exc:  # the store is down: the stream's retries report it
+            log.warning("cannot read the monitors registry: %s", exc)
+            return
+        current = {r.model_id: r for r in records}
+        changes: dict[str, Monitor | None] = {
+            model_id: None for model_id in set(service.monitors) - set(current)
+        }
+        for model_id, record in current.items():
+            if versions.get(model_id) != record.version:
+                changes[model_id] = await asyncio.to_thread(
+                    runnable, record, store, file_specs or {}
+                )
+        if changes:
+            await service.reconcile(changes)
+        versions.clear()
+        versions.update({r.model_id: r.version for r in records})
+        service.tenants = {r.model_id: r.tenant for r in records}
+
+    app.timer(interval=settings.monitors_refresh_s)(refresh_monitors)
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log.connection.close": False})
+
+    async def check_broker() -> None:
+        """Readiness: can the broker answer a metadata request?"""
+        try:
+            await asyncio.to_thread(admin.list_topics, timeout=5)
+        except KafkaException as exc:
+            if service.broker_healthy:
+                log.error("the broker does not answer: %s", exc)
+            service.broker_healthy = False
+        else:
+            service.broker_healthy = True
+
+    app.timer(interval=BROKER_CHECK_S)(check_broker)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust waits for in-flight events first (stream_wait_empty): nothing is mid-batch.
@@ -196,5 +296,5 @@ def create_app(
 
     app.on_partitions_revoked.connect(forget_revoked)
 
-    register_views(app, service)
+    register_views(app, service, settings)
     return app, service

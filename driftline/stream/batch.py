@@ -28,6 +28,8 @@ class BatchResult:
     reports: list[DriftReport] = field(default_factory=list)
     triggers: list[RetrainingEvent] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)
+    #: Events of each model dead-lettered as late (behind the allowed lateness).
+    late: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
     #: The (topic, partition) each model's events in this batch came from (the last one).
     partitions: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -53,6 +55,16 @@ class StreamProcessor:
         for model_id, group in self._group(messages, result).items():
             result.accepted[model_id] = self._process(model_id, group, now, result)
         return result
+
+    def put(self, monitor: Monitor) -> None:
+        """Run ``monitor`` (new, or a new version: its windows start afresh)."""
+        self.monitors[monitor.model_id] = monitor
+        self.states[monitor.model_id] = MonitorState(monitor)
+
+    def remove(self, model_id: str) -> None:
+        """Stop monitoring a model: its events are skipped from now on."""
+        self.monitors.pop(model_id, None)
+        self.states.pop(model_id, None)
 
     def reset(self, model_id: str) -> MonitorState:
         """Forget a model's state (its partition moved away); returns the fresh state."""
@@ -120,6 +132,8 @@ class StreamProcessor:
                 )
             return 0
         for rejection in outcome.rejections:
+            if rejection.reason == "late":
+                result.late[model_id] = result.late.get(model_id, 0) + 1
             source, index = group.origins[rejection.position]
             result.dead.append(
                 one_row(

@@ -16,13 +16,14 @@ import numpy.typing as npt
 
 from driftline.detectors.binning import category_label
 from driftline.detectors.histogram import Column, Histogram
+from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
 from driftline.schemas.events import EventRow
 from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
 from driftline.schemas.reports import DriftReport
-from driftline.schemas.retraining import RetrainingEvent
-from driftline.triggers.policy import EpisodePolicy, retraining_event
+from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
+from driftline.triggers.policy import EpisodePolicy, report_severity, retraining_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,9 @@ class MonitorState:
         self.monitor = monitor
         self.ring = PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
         self.policy = EpisodePolicy(monitor.spec.policy)
+        self.reference = ReferenceInfo(
+            version=monitor.reference_version, fingerprint=monitor.fingerprint
+        )
         self.model_version: str | None = None
         self.last_report: DriftReport | None = None
         segments = monitor.spec.segments
@@ -113,13 +117,45 @@ class MonitorState:
             )
             result.reports.append(report)
             self.last_report = report
-            if self.policy.observe(report):
+            decision = self.policy.observe(report)
+            if decision is not None:
                 result.triggers.append(
-                    retraining_event(report, self.policy.consecutive_drifted, now)
+                    retraining_event(
+                        report,
+                        decision,
+                        self.policy.consecutive_drifted,
+                        report_severity(self.monitor.spec.policy, report),
+                        self.reference,
+                        now,
+                    )
                 )
         result.reports.extend(self._close_segments())
         result.rejections.sort(key=lambda r: r.position)
         return result
+
+    def current_profile(self) -> tuple[ReferenceProfile, float, float] | None:
+        """The window in progress as a reference profile (on the active reference's bins),
+        with its start and end; None before any event."""
+        window = self.ring.open_window()
+        if window is None:
+            return None
+        features = tuple(
+            FeatureProfile(reference.name, reference.kind, reference.binning, histogram)
+            for reference, histogram in zip(
+                self.monitor.profile.features, window.summary.histograms, strict=True
+            )
+        )
+        n_rows = features[0].histogram.n if features else 0
+        return ReferenceProfile(features, n_rows), window.start, window.end
+
+    def current_report(self) -> DriftReport | None:
+        """The window in progress, evaluated as if it closed now (None before any event)."""
+        window = self.ring.open_window()
+        if window is None:
+            return None
+        return window_report(
+            self.monitor, window.summary.histograms, window.start, window.end, self.model_version
+        )
 
     def _close_segments(self) -> list[DriftReport]:
         reports = []
@@ -142,6 +178,7 @@ class MonitorState:
         """Everything needed to continue exactly where this state is (JSON-able)."""
         return {
             "reference_version": self.monitor.reference_version,
+            "window": self.monitor.spec.window.model_dump(mode="json"),
             "ring": self.ring.to_state(_pane_state),
             "segments": {
                 name: ring.to_state(_pane_state) for name, ring in self.segment_rings.items()
@@ -154,8 +191,11 @@ class MonitorState:
         }
 
     def restore(self, state: dict[str, Any]) -> bool:
-        """Continue from a snapshot; False (and unchanged) if it is of another reference."""
+        """Continue from a snapshot; False (and unchanged) if it is of another reference
+        or another window shape."""
         if state.get("reference_version") != self.monitor.reference_version:
+            return False
+        if state.get("window") != self.monitor.spec.window.model_dump(mode="json"):
             return False
         self.ring.restore(state["ring"], _pane_from_state)
         for name, ring_state in state.get("segments", {}).items():

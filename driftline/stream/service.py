@@ -82,12 +82,21 @@ class DriftService:
         self.metrics = metrics
         self._dead_letter = dead_letter
         self.store_healthy = True
+        #: The tenant of every monitor in the registry (running or not): API access.
+        self.tenants: dict[str, str] = {m: s.spec.tenant for m, s in self.monitors.items()}
+        #: Set by the worker's broker check and relay loop (readiness).
+        self.broker_healthy = True
+        self.relay_last_pass: float | None = None
+        self.relay_pass_started: float | None = None
         self._lock = asyncio.Lock()
         self._pending = _Pending()
         self._cadence = (snapshot_every_events, snapshot_every_s)
         self._loaded: set[tuple[str, int]] = set()
         self._offsets: dict[tuple[str, int], int] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
+        #: Wall-clock time each model's last window was stored; worker start until then.
+        started = time.time()
+        self.last_closed: dict[str, float] = dict.fromkeys(self.monitors, started)
 
     def last_reports(self) -> dict[str, DriftReport | None]:
         return {model_id: state.last_report for model_id, state in self.states.items()}
@@ -120,6 +129,8 @@ class DriftService:
             result = self.processor.process(fresh, datetime.now(UTC))
             for model_id, accepted in result.accepted.items():
                 self.metrics.events_processed.labels(model_id).inc(accepted)
+            for model_id, late in result.late.items():
+                self.metrics.events_late.labels(model_id).inc(late)
             self.metrics.events_skipped.inc(result.skipped)
             if result.dead:
                 await self._dead_letter(result.dead)
@@ -160,15 +171,22 @@ class DriftService:
             self._partition_of.update(pending.partitions)
         for acknowledge in pending.acks:
             await acknowledge()
+        closed_at = time.time()
         for report in pending.reports:
             self.metrics.windows_closed.labels(report.model_id, str(report.drifted).lower()).inc()
+            if report.segment is None:
+                self.last_closed[report.model_id] = closed_at
         for trigger in pending.triggers:
-            self.metrics.triggers.labels(trigger.data.model_id).inc()
+            data = trigger.data
+            self.metrics.triggers.labels(data.model_id, data.source, data.status).inc()
             log.warning(
-                "drift episode opened for %s: trigger %s (%s)",
-                trigger.data.model_id,
-                trigger.data.trigger_id,
-                ", ".join(f.name for f in trigger.data.drifted_features),
+                "drift episode %s of %s: retraining request %s %s, severity %s (%s)",
+                data.episode_id,
+                data.model_id,
+                data.trigger_id,
+                data.status,
+                data.severity,
+                ", ".join(f.name for f in data.drifted_features),
             )
 
     async def _load_partitions(self, partitions: set[tuple[str, int]]) -> None:
@@ -195,6 +213,40 @@ class DriftService:
                 len(snapshots),
                 offset,
             )
+
+    async def reconcile(self, monitors: Mapping[str, Monitor | None]) -> None:
+        """Apply registry changes: a Monitor runs (new, or afresh); None stops it.
+
+        Taken between batches: a batch never sees a model half-changed. What a stopped
+        model counted is stored first (its reports and triggers are not lost).
+        """
+        async with self._lock:
+            if self._pending.acks:
+                await self._commit()
+            for model_id, monitor in monitors.items():
+                if monitor is None:
+                    self.processor.remove(model_id)
+                    self.last_closed.pop(model_id, None)
+                    self._partition_of.pop(model_id, None)
+                    log.info("monitor %s stopped", model_id)
+                else:
+                    self.processor.put(monitor)
+                    self._partition_of.pop(model_id, None)
+                    self.last_closed[model_id] = time.time()
+                    self.metrics.initialize({model_id: monitor.spec})
+                    log.info(
+                        "monitor %s running (reference version %s)",
+                        model_id,
+                        monitor.reference_version,
+                    )
+
+    def consumed_models(self) -> set[str]:
+        """Models whose events this worker has counted since its partitions were assigned."""
+        return set(self._partition_of)
+
+    def stored_offset(self, topic: str, partition: int) -> int | None:
+        """The last offset of a partition whose events are stored (None: none yet)."""
+        return self._offsets.get((topic, partition))
 
     def revoke(self, partitions: set[tuple[str, int]]) -> None:
         """Forget partitions handed to another worker: it restores them from the store."""

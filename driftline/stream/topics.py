@@ -23,6 +23,11 @@ class Topics:
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
 
+    @property
+    def retraining(self) -> str:
+        """The default topic of Kafka targets."""
+        return f"{self.prefix}.retraining"
+
     def all(self) -> list[str]:
         return [self.predictions, self.dlq]
 

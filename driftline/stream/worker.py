@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import logging.config
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 import faust
 
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.exceptions import ReferenceDataError
+from driftline.logs import logging_config
 from driftline.monitoring import Monitor, build_monitor, calibrate
+from driftline.registry import runnable
 from driftline.schemas.monitors import MonitorSpec, load_monitors
 from driftline.settings import Settings
 from driftline.store import Store
@@ -44,13 +47,34 @@ def prepare_monitor(spec: MonitorSpec, store: Store) -> Monitor:
                 f"({[f.name for f in profile.features]}) under 'features'"
             )
         monitor = Monitor(spec, features, profile)
-    store.save_monitor(spec, version, now)
-    return Monitor(monitor.spec, monitor.features, monitor.profile, version)
+    resolved = spec.model_copy(update={"features": list(monitor.features)})
+    store.save_monitor(resolved, version, now)
+    return Monitor(resolved, monitor.features, monitor.profile, version)
 
 
-def prepare_monitors(settings: Settings, store: Store) -> dict[str, Monitor]:
-    config = load_monitors(settings.monitors_path)
-    return {spec.model_id: prepare_monitor(spec, store) for spec in config.models}
+def prepare_monitors(
+    settings: Settings, store: Store
+) -> tuple[dict[str, Monitor], dict[str, MonitorSpec]]:
+    """Seed the registry with the monitors file; then every runnable monitor in it.
+
+    The file's monitors are built from their reference files (and stored); monitors
+    created through the API come from the store.
+    """
+    config = load_monitors(settings.monitors_path, settings.topic_prefix)
+    file_monitors = {spec.model_id: prepare_monitor(spec, store) for spec in config.models}
+    store.forget_file_monitors(set(file_monitors))
+    file_specs = {model_id: monitor.spec for model_id, monitor in file_monitors.items()}
+    return load_registry(store, file_specs), file_specs
+
+
+def load_registry(store: Store, file_specs: Mapping[str, MonitorSpec]) -> dict[str, Monitor]:
+    """The monitors to run: every stored one not paused and with a reference profile."""
+    monitors = {}
+    for record in store.monitor_records():
+        monitor = runnable(record, store, file_specs)
+        if monitor is not None:
+            monitors[record.model_id] = monitor
+    return monitors
 
 
 @contextlib.contextmanager
@@ -72,13 +96,25 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
 
 def run_worker(settings: Settings) -> None:
     """Run until stopped (SIGINT/SIGTERM)."""
+    config = logging_config(settings.log_format, settings.log_level)
+    if config is not None:  # from the first line on, not only once Faust starts
+        logging.config.dictConfig(config)
     store = Store.connect(settings.database_url)
-    monitors = prepare_monitors(settings, store)
+    monitors, file_specs = prepare_monitors(settings, store)
     with kafka_bootstrap(settings) as bootstrap:
         topics = Topics(settings.topic_prefix)
-        ensure_topics(bootstrap, topics.all(), settings.topic_partitions)
-        app, _ = create_app(settings, bootstrap, monitors, store)
-        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+        retraining = {
+            t.topic for m in monitors.values() for t in m.spec.targets if t.type == "kafka"
+        }
+        names = [*topics.all(), *sorted(n for n in retraining if n is not None)]
+        ensure_topics(bootstrap, names, settings.topic_partitions)
+        app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs)
+        worker = faust.Worker(
+            app,
+            loglevel=settings.log_level,
+            logging_config=logging_config(settings.log_format, settings.log_level),
+            quiet=True,
+        )
         try:
             worker.execute_from_commandline()
         finally:

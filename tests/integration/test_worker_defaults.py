@@ -10,6 +10,7 @@ import yaml
 
 from driftline.embedded.process import WorkerProcess
 from driftline.exceptions import BrokerError
+from tests.integration.keys import bearer, create_key
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +45,19 @@ def test_worker_starts_the_embedded_broker(tmp_path: Path) -> None:
     import json
     import urllib.request
 
+    key = create_key(settings["DATABASE_URL"])
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
-        with urllib.request.urlopen(f"{worker.api}/v1/models", timeout=5) as response:
+        request = urllib.request.Request(f"{worker.api}/v1/models", headers=bearer(key))
+        with urllib.request.urlopen(request, timeout=5) as response:
             (model,) = json.load(response)["models"]
         assert model["model_id"] == "m"
         assert model["features"] == [{"name": "x", "kind": "numeric"}]
         assert model["reference_version"] == 1
     assert "started the embedded in-memory broker" in worker.log_path.read_text()
+    # Structured logs by default: every line is one JSON object.
+    lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line]
+    assert lines
+    assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
 
 
 def test_invalid_config_fails_at_startup_naming_the_field(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from driftline.replay import Replay, read_events
 from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import DriftReport
 from driftline.stream.topics import Topics, ensure_topics
+from tests.integration.keys import bearer, create_key
 from tests.unit.helpers import assert_same_reports
 
 pytestmark = pytest.mark.integration
@@ -40,21 +41,29 @@ START = 1_700_000_040  # a pane boundary (multiple of 60)
 SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32bytes!").decode()
 
 
-def write_config(directory: Path, webhook_url: str) -> Path:
+def write_config(
+    directory: Path,
+    webhook_url: str,
+    policy: dict[str, Any] | None = None,
+    kafka_target: bool = True,
+) -> Path:
     pq.write_table(
         pa.table(TrafficModel().sample(np.random.default_rng(1), 4000)),
         directory / "reference.parquet",
     )
+    targets: list[dict[str, Any]] = [
+        {"url": webhook_url, "secret_env": "E2E_WEBHOOK_SECRET", "timeout_s": 5}
+    ]
+    if kafka_target:
+        targets.append({"type": "kafka", "name": "retraining-topic"})
     config = {
         "models": [
             {
                 "model_id": MODEL,
                 "reference": {"path": "reference.parquet"},
                 "window": {"duration": "5m", "panes": 5, "min_events": 100},
-                "policy": {"consecutive_windows": 1, "clean_windows_to_close": 2},
-                "targets": [
-                    {"url": webhook_url, "secret_env": "E2E_WEBHOOK_SECRET", "timeout_s": 5}
-                ],
+                "policy": policy or {"consecutive_windows": 1, "clean_windows_to_close": 2},
+                "targets": targets,
             }
         ]
     }
@@ -167,10 +176,11 @@ async def wait_for(condition: Any, within_s: float, what: str, worker: WorkerPro
 
 
 def metric_values(text_body: str, name: str) -> dict[tuple[str, ...], float]:
+    """The samples of a metric that are not zero (known label sets start at zero)."""
     values = {}
     for family in text_string_to_metric_families(text_body):
         for sample in family.samples:
-            if sample.name == name:
+            if sample.name == name and sample.value:
                 values[tuple(sorted(sample.labels.items()))] = sample.value
     return values
 
@@ -206,8 +216,9 @@ async def _end_to_end(bootstrap: str, prefix: str, tmp_path: Path) -> None:
     worker = WorkerProcess(settings, tmp_path / "worker.log", {"E2E_WEBHOOK_SECRET": SECRET})
     try:
         worker.start()
+        key = create_key(settings["DATABASE_URL"], scope="write")
         await asyncio.to_thread(produce, bootstrap, topics.predictions, messages)
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=bearer(key)) as http:
 
             async def all_counted() -> bool:
                 async with http.get(f"{worker.api}/metrics") as response:
@@ -217,6 +228,7 @@ async def _end_to_end(bootstrap: str, prefix: str, tmp_path: Path) -> None:
 
             await wait_for(all_counted, 90, "every valid event to be counted", worker)
             await wait_for(lambda: _true(receiver.verified), 30, "the webhook", worker)
+            await check_alertmanager(http, worker, receiver)
             await check_api(http, worker.api, bad, len(valid_ts))
     finally:
         assert worker.stop() == 0, worker.log_tail()
@@ -230,6 +242,70 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
+ALERT = {
+    "version": "4",
+    "groupKey": '{}:{alertname="ModelDrift"}',
+    "truncatedAlerts": 0,
+    "status": "firing",
+    "receiver": "driftline",
+    "groupLabels": {"alertname": "ModelDrift"},
+    "commonLabels": {"alertname": "ModelDrift"},
+    "commonAnnotations": {},
+    "externalURL": "http://127.0.0.1:9093",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "ModelDrift", "model": MODEL, "driftline_retrain": "true"},
+            "annotations": {"summary": "accuracy dropped"},
+            "startsAt": "2026-11-22T10:00:00.000Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": "5f2a9c1e0d3b4a67",
+        }
+    ],
+}
+
+
+async def check_alertmanager(
+    http: aiohttp.ClientSession, worker: WorkerProcess, receiver: WebhookReceiver
+) -> None:
+    """The same notification twice: one trigger, one more webhook; a bad body is a problem."""
+    answers = []
+    for _ in range(2):
+        async with http.post(f"{worker.api}/v1/alertmanager", json=ALERT) as response:
+            assert response.status == 200
+            answers.append([a["outcome"] for a in (await response.json())["alerts"]])
+    assert answers == [["fired"], ["duplicate"]]
+    await wait_for(lambda: _true(len(receiver.verified) == 2), 30, "the alert's webhook", worker)
+    async with http.post(f"{worker.api}/v1/alertmanager", json={"version": "3"}) as response:
+        assert response.status == 400
+        assert response.content_type == "application/problem+json"
+    async with http.get(f"{worker.api}/v1/triggers?model_id={MODEL}") as response:
+        triggers = (await response.json())["triggers"]
+    assert sorted(t["source"] for t in triggers) == ["alertmanager", "drift"]
+
+    async def all_delivered() -> bool:
+        async with http.get(f"{worker.api}/v1/deliveries?status=delivered") as response:
+            return len((await response.json())["deliveries"]) == 4  # 2 triggers x 2 targets
+
+    await wait_for(all_delivered, 30, "every delivery", worker)
+    async with http.get(f"{worker.api}/v1/models/{MODEL}/state?limit=3") as response:
+        state = await response.json()
+    assert state["consumed_here"]
+    assert len(state["reports"]) == 3
+    assert state["current_window"]["n"] >= 1  # the far event's window, in progress
+    assert state["episode"]["open"]
+    assert state["episode"]["fired"]
+    assert sorted(e["source"] for e in state["episodes"]) == ["alertmanager", "drift"]
+    assert all(e["requests"][0]["status"] == "fired" for e in state["episodes"])
+    async with http.get(f"{worker.api}/v1/deliveries") as response:
+        deliveries = (await response.json())["deliveries"]
+    for delivery in deliveries:
+        assert delivery["attempt_log"][-1]["outcome"] == "delivered"
+        async with http.get(f"{worker.api}/v1/deliveries/{delivery['id']}") as response:
+            assert (await response.json())["delivery"] == delivery
+
+
 async def check_api(
     http: aiohttp.ClientSession, api: str, bad: dict[str, int], processed: int
 ) -> None:
@@ -239,9 +315,26 @@ async def check_api(
     dead = metric_values(body, "driftline_events_dead_lettered_total")
     assert {dict(k)["reason"]: int(v) for k, v in dead.items()} == bad
     assert metric_values(body, "driftline_events_skipped_total") == {(): 1.0}
-    assert metric_values(body, "driftline_triggers_total") == {(("model_id", MODEL),): 1.0}
+    triggers = {
+        (("model", MODEL), ("source", "drift"), ("status", "fired")): 1.0,
+        (("model", MODEL), ("source", "alertmanager"), ("status", "fired")): 1.0,
+    }
+    assert metric_values(body, "driftline_triggers_total") == triggers
+    deliveries = metric_values(body, "driftline_deliveries_total")
+    assert (
+        deliveries[
+            (("outcome", "delivered"), ("target", "retraining-topic"), ("target_type", "kafka"))
+        ]
+        == 2.0
+    )
+    assert (
+        deliveries[(("outcome", "delivered"), ("target", "127.0.0.1"), ("target_type", "webhook"))]
+        == 2.0
+    )
+    alerts = metric_values(body, "driftline_alertmanager_alerts_total")
+    assert alerts == {(("outcome", "fired"),): 1.0, (("outcome", "duplicate"),): 1.0}
     psi = metric_values(body, "driftline_feature_psi")
-    assert (("feature", "amount"), ("model_id", MODEL)) in psi
+    assert (("feature", "amount"), ("model", MODEL)) in psi
     assert metric_values(body, "driftline_feature_js")
     async with http.get(f"{api}/readyz") as response:
         assert response.status == 200
@@ -289,8 +382,11 @@ def epoch(moment: str) -> float:
 
 
 def check_webhook(receiver: WebhookReceiver, database: Path) -> None:
-    assert len(receiver.received) == 1  # once per episode, and never unsigned
-    (event,) = receiver.verified
+    # Once per episode, and never unsigned: the drift episode's and the alert's.
+    assert len(receiver.received) == len(receiver.verified) == 2
+    sources = [r.body["data"]["source"] for r in receiver.verified]
+    assert sorted(sources) == ["alertmanager", "drift"]
+    (event,) = [r for r in receiver.verified if r.body["data"]["source"] == "drift"]
     # Verified by the receiver, and again here on the raw bytes it kept.
     assert Webhook(SECRET).verify(event.raw, event.headers) == event.body
     body = event.body
@@ -298,7 +394,9 @@ def check_webhook(receiver: WebhookReceiver, database: Path) -> None:
     data = body["data"]
     assert data["model_id"] == MODEL
     assert data["model_version"] == "v1"
-    assert data["reference_version"] == 1
+    assert data["reference"]["version"] == 1
+    assert data["episode_id"] == data["trigger_id"]
+    assert data["severity"] in ("warning", "critical")
     assert event.headers["webhook-id"] == data["trigger_id"]
     names = [f["name"] for f in data["drifted_features"]]
     assert "amount" in names
@@ -307,7 +405,8 @@ def check_webhook(receiver: WebhookReceiver, database: Path) -> None:
     assert ratios == sorted(ratios, reverse=True)
     # Calibrated for ~1,500-event windows: far below the folklore PSI 0.2.
     assert all(0 < f["threshold"] < 0.1 for f in data["drifted_features"])
-    assert stored(database, "SELECT status FROM deliveries") == ["delivered"]
+    drift = "SELECT status FROM deliveries WHERE trigger_id NOT LIKE 'trg_am_%'"
+    assert stored(database, drift) == ["delivered", "delivered"]  # webhook and Kafka
 
 
 def check_dead_letters(bootstrap: str, topic: str, bad: dict[str, int]) -> None:
@@ -342,7 +441,7 @@ def check_replay_matches_the_worker(tmp_path: Path) -> None:
     windows = [r for r in replayed if isinstance(r, DriftReport)]
     database = tmp_path / "driftline.db"
     rows = stored(database, "SELECT report FROM window_reports ORDER BY window_end")
-    trigger_ids = stored(database, "SELECT trigger_id FROM triggers")
+    trigger_ids = stored(database, "SELECT trigger_id FROM triggers WHERE source = 'drift'")
     live = [DriftReport.model_validate({**r, "reference_version": None}) for r in rows]
     assert len(windows) == len(live) == 14
     assert_same_reports(windows, live)

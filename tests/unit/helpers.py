@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,7 @@ from driftline.detectors.profile import ReferenceProfile
 from driftline.monitoring import Monitor, calibrate
 from driftline.schemas.events import EventRow
 from driftline.schemas.monitors import MonitorSpec
+from driftline.triggers.relay import OutboxRelay
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -88,3 +91,30 @@ def assert_same_reports(left: list[Any], right: list[Any]) -> None:
                     assert value == sb[key], key
                 else:
                     assert value == pytest.approx(sb[key], rel=1e-9, abs=1e-12), key
+
+
+def make_retries_due(store: Any) -> None:
+    """Make every pending delivery due now instead of after its real backoff."""
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE deliveries SET next_attempt_at = '2000-01-01 00:00:00'")
+
+
+def recording_relay(
+    store: Any, senders: Mapping[str, Any], target: Any
+) -> tuple[OutboxRelay, list[str]]:
+    """A relay for ``target`` of model ``m``, and the list its outcomes are appended to."""
+    outcomes: list[str] = []
+    relay = OutboxRelay(
+        store, senders, {"m": [target]}, on_outcome=lambda _d, _t, o: outcomes.append(o)
+    )
+    return relay, outcomes
+
+
+async def run_passes(relay: OutboxRelay, store: Any, passes: int, pause_s: float = 0.0) -> None:
+    """Up to ``passes`` relay passes, each retry made due at once; stops when idle."""
+    for _ in range(passes):
+        if not await relay.run_once():
+            return
+        if pause_s:
+            await asyncio.sleep(pause_s)
+        make_retries_due(store)

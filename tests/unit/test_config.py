@@ -34,14 +34,14 @@ def test_valid_config_resolves_paths_and_durations(tmp_path: Path) -> None:
     assert spec.window.pane_seconds == 60.0
     assert spec.thresholds.metric == "psi"
     assert spec.thresholds.value == 0.2
-    assert spec.targets[0].signing_secret == SECRET
+    assert spec.targets[0].signing_secrets == [SECRET]
 
 
 def test_secret_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     target = {"url": "http://127.0.0.1:9/hook", "secret_env": "HOOK_SECRET"}
     config = load_monitors(write(tmp_path, {"models": [monitor(targets=[target])]}))
-    assert config.models[0].targets[0].signing_secret == SECRET
+    assert config.models[0].targets[0].signing_secrets == [SECRET]
     assert SECRET not in repr(config)
 
 
@@ -125,3 +125,49 @@ def test_snapshot_cadence_needs_a_time_bound(monkeypatch: pytest.MonkeyPatch) ->
         load_settings()
     monkeypatch.setenv("DRIFTLINE_SNAPSHOT_EVERY_S", "2")
     assert load_settings().snapshot_every_events == 1000
+
+
+def test_target_types_and_their_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = "whsec_" + "B" * 32
+    monkeypatch.setenv("HOOK_SECRETS", f"{SECRET} {other}")
+    targets = [
+        {"url": "http://127.0.0.1:9/hook", "secret_env": "HOOK_SECRETS"},
+        {"type": "webhook", "url": "http://127.0.0.1:9/b", "secret": [other, SECRET]},
+        {"type": "kafka"},
+        {"type": "kafka", "topic": "ml.retrain", "name": "bus"},
+        {"type": "kubeflow", "endpoint": "http://kfp:8888", "pipeline_name": "retrain"},
+    ]
+    path = write(tmp_path, {"models": [monitor(targets=targets)]})
+    hook, rotated, kafka, named, kfp = load_monitors(path, topic_prefix="prod").models[0].targets
+    assert hook.type == "webhook"
+    assert hook.signing_secrets == [SECRET, other]
+    assert rotated.type == "webhook"
+    assert rotated.signing_secrets == [other, SECRET]
+    assert kafka.type == "kafka"
+    assert (kafka.topic, kafka.key, kafka.label) == (
+        "prod.retraining",
+        "kafka:prod.retraining",
+        "prod.retraining",
+    )
+    assert (named.key, named.label) == ("kafka:ml.retrain", "bus")
+    assert kfp.type == "kubeflow"
+    assert kfp.key == "http://kfp:8888/apis/v2beta1/runs#retrain"
+    assert kfp.label == "kfp"
+
+
+@pytest.mark.parametrize(
+    ("target", "field", "message"),
+    [
+        ({"type": "kubeflow", "endpoint": "http://kfp"}, "models[0].targets[0]", "pipeline_id"),
+        ({"type": "kafka", "topic": "bad topic"}, "models[0].targets[0].topic", "pattern"),
+        ({"type": "sms", "to": "+1"}, "models[0].targets[0]", "webhook (the default), kubeflow"),
+        ({"url": "http://x/", "secret": []}, "models[0].targets[0]", "at least one secret"),
+    ],
+)
+def test_target_errors_name_the_field(
+    tmp_path: Path, target: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_monitors(write(tmp_path, {"models": [monitor(targets=[target])]}))
+    assert f"{field}:" in str(caught.value)
+    assert message in str(caught.value)

@@ -1,0 +1,94 @@
+"""Monitors and references as the API, the CLI and the workers share them.
+
+The store's ``monitors`` table is the registry: the monitors file seeds it at worker
+start, the API and CLI change it, and workers poll it and apply what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from driftline.exceptions import ReferenceDataError
+from driftline.monitoring import Monitor, calibrate, profile_file
+from driftline.schemas.monitors import FeatureSpec, MonitorSpec
+from driftline.store import Store
+from driftline.store.repository import MonitorRecord
+
+PARQUET_MAGIC = b"PAR1"
+log = logging.getLogger(__name__)
+
+
+def monitor_of(
+    record: MonitorRecord, store: Store, file_specs: Mapping[str, MonitorSpec]
+) -> Monitor | None:
+    """The runnable monitor of a record; None while it has no reference profile.
+
+    Monitors of the file run the file's spec (it holds secrets the store never does);
+    API monitors run the stored spec.
+    """
+    spec = file_specs.get(record.model_id) if record.source == "file" else None
+    if spec is None:
+        spec = MonitorSpec.model_validate(record.spec)
+    if record.reference_version is None:
+        return None
+    loaded = store.load_profile(record.model_id, record.reference_version)
+    if loaded is None:
+        return None
+    version, profile = loaded
+    features = tuple(spec.features or ())
+    if [f.name for f in features] != [f.name for f in profile.features]:
+        raise ReferenceDataError(
+            f"model {spec.model_id}: its features {[f.name for f in features]} are not "
+            f"those of reference version {version} ({[f.name for f in profile.features]})"
+        )
+    return Monitor(spec, features, calibrate(profile, spec.thresholds), version)
+
+
+def runnable(
+    record: MonitorRecord, store: Store, file_specs: Mapping[str, MonitorSpec]
+) -> Monitor | None:
+    """The monitor a worker should run for a record: None if paused, without a reference
+    profile, or broken (logged: one bad monitor must not stop the others)."""
+    if record.paused:
+        return None
+    try:
+        monitor = monitor_of(record, store, file_specs)
+    except (ReferenceDataError, ValidationError) as exc:
+        log.error("monitor %s (version %d) cannot run: %s", record.model_id, record.version, exc)
+        return None
+    if monitor is None:
+        log.info("monitor %s waits for a reference profile", record.model_id)
+    return monitor
+
+
+def build_reference(
+    store: Store,
+    model_id: str,
+    features: Sequence[FeatureSpec],
+    data: bytes | Path,
+    source: str,
+    now: datetime,
+) -> int:
+    """Profile a Parquet or CSV file (a path, or its bytes) for the monitor's features and
+    store it; returns its version (an identical profile keeps its version).
+
+    The API and ``driftline reference build`` both come here, so the same file gives the
+    same profile and version either way.
+    """
+    if not features:
+        raise ReferenceDataError(f"model {model_id}: list its features to build a reference")
+    if isinstance(data, Path):
+        _, profile = profile_file(data, features)
+    else:
+        suffix = ".parquet" if data[:4] == PARQUET_MAGIC else ".csv"
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / f"reference{suffix}"
+            path.write_bytes(data)
+            _, profile = profile_file(path, features)
+    return store.save_profile(model_id, profile, source, now)

@@ -1,0 +1,20 @@
+"""API keys for integration tests, made the way an operator makes them: the CLI."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from driftline.cli import cli
+
+
+def create_key(database_url: str, tenant: str = "default", scope: str = "read") -> str:
+    """``driftline keys create``'s key (stdout) for the store at ``database_url``."""
+    result = CliRunner(env={"DRIFTLINE_DATABASE_URL": database_url}).invoke(
+        cli, ["keys", "create", "--tenant", tenant, "--scope", scope, "--name", "test"]
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
