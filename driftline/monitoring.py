@@ -6,21 +6,24 @@ The worker, ``driftline evaluate`` and the tests all compare data through this m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from driftline.datafiles import infer_features, read_table, table_columns
-from driftline.detectors.binning import CategoricalBinning, NumericBinning
+from driftline.detectors.binning import CategoricalBinning, NumericBinning, category_label
 from driftline.detectors.histogram import Column, Histogram
+from driftline.detectors.outcomes import OutcomeProfile, Scorer
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.exceptions import ReferenceDataError
-from driftline.schemas.monitors import FeatureSpec, MonitorSpec, ThresholdSpec
+from driftline.schemas.monitors import FeatureSpec, LabelsSpec, MonitorSpec, ThresholdSpec
 from driftline.schemas.reports import DriftReport, FeatureDrift, FeatureStats
 
 
@@ -47,22 +50,74 @@ def build_monitor(spec: MonitorSpec) -> Monitor:
     """Build the reference profile of a monitor whose reference is a data file."""
     if spec.reference.path is None:
         raise ReferenceDataError(f"model {spec.model_id}: the reference is not a file")
-    features, profile = profile_file(spec.reference.path, spec.features)
+    features, profile = profile_file(spec.reference.path, spec.features, labels=spec.labels)
     return Monitor(spec, tuple(features), calibrate(profile, spec.thresholds))
 
 
 def profile_file(
-    path: Path, features: Sequence[FeatureSpec] | None = None, names: Sequence[str] | None = None
+    path: Path,
+    features: Sequence[FeatureSpec] | None = None,
+    names: Sequence[str] | None = None,
+    labels: LabelsSpec | None = None,
 ) -> tuple[list[FeatureSpec], ReferenceProfile]:
-    """The reference profile of a data file: of ``features``, or inferred from its columns."""
+    """The reference profile of a data file: of ``features``, or inferred from its columns
+    (not the label and prediction columns); with ``labels``, its outcomes too."""
     table = read_table(path)
-    chosen = list(features) if features else infer_features(table, names)
+    outcome_columns = (
+        [] if labels is None else [labels.reference_label, labels.reference_prediction]
+    )
+    chosen = (
+        list(features)
+        if features
+        else [f for f in infer_features(table, names) if f.name not in outcome_columns]
+    )
     if not chosen:
         raise ReferenceDataError(f"{path}: no numeric or categorical columns")
     try:
-        return chosen, ReferenceProfile.build(table_columns(table, chosen), chosen)
+        profile = ReferenceProfile.build(table_columns(table, chosen), chosen)
     except ValueError as exc:
         raise ReferenceDataError(f"{path}: {exc}") from None
+    if labels is not None:
+        profile = replace(profile, outcomes=outcome_profile(table, labels, path))
+    return chosen, profile
+
+
+def outcome_profile(table: pa.Table, labels: LabelsSpec, path: Path) -> OutcomeProfile:
+    """The reference's label distribution and (with a prediction column) performance."""
+    names = set(table.column_names)
+    if labels.reference_label not in names:
+        raise ReferenceDataError(
+            f"{path}: labels.reference_label: no column {labels.reference_label!r} "
+            "with the true labels"
+        )
+    truth = table.column(labels.reference_label).to_pylist()
+    predicted: list[Any] | None = None
+    if labels.reference_prediction is not None and labels.reference_prediction in names:
+        predicted = table.column(labels.reference_prediction).to_pylist()
+    keep = [i for i, v in enumerate(truth) if v is not None]
+    classes = labels.classes
+    if labels.task == "classification" and classes is None:
+        classes = sorted({c for i in keep if (c := category_label(truth[i])) is not None})
+        if len(classes) < 2:
+            raise ReferenceDataError(
+                f"{path}: the labels hold {len(classes)} class(es); give labels.classes"
+            )
+    scorer = Scorer(
+        labels.task,
+        tuple(classes or ()),
+        labels.prediction == "probability",
+        labels.positive_class,
+        labels.decision_threshold,
+    )
+    for i in keep:
+        if (problem := scorer.label_problem(truth[i])) is not None:
+            raise ReferenceDataError(f"{path}: row {i}: {labels.reference_label} {problem}")
+    if predicted is not None:
+        keep = [i for i in keep if scorer.scoreable(predicted[i])]
+        predicted = [predicted[i] for i in keep]
+    if not keep:
+        raise ReferenceDataError(f"{path}: no reference row has a usable label and prediction")
+    return OutcomeProfile.build(scorer, [truth[i] for i in keep], predicted)
 
 
 def feature_stats(
@@ -170,9 +225,11 @@ def calibrate(profile: ReferenceProfile, thresholds: ThresholdSpec) -> Reference
     """The profile with the calibration ``thresholds`` need (none in fixed mode)."""
     if thresholds.mode == "fixed":
         return profile
-    return profile.calibrated(
-        thresholds.metric, thresholds.false_alarm_rate, thresholds.calibration_samples
-    )
+    args = (thresholds.metric, thresholds.false_alarm_rate, thresholds.calibration_samples)
+    calibrated = profile.calibrated(*args)
+    if profile.outcomes is None:
+        return calibrated
+    return replace(calibrated, outcomes=profile.outcomes.calibrated(*args))
 
 
 def window_report(

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,9 @@ from driftline.detectors.divergence import (
 )
 from driftline.detectors.histogram import Column, Histogram, spread_all
 from driftline.detectors.moments import Moments
+
+if TYPE_CHECKING:
+    from driftline.detectors.outcomes import OutcomeProfile
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
 
@@ -135,6 +138,8 @@ class ReferenceProfile:
     n_rows: int
     calibration: Calibration | None = None
     _samples: int = field(default=0, repr=False)
+    #: With labels: the reference's label distribution and performance.
+    outcomes: OutcomeProfile | None = None
 
     @classmethod
     def build(
@@ -333,19 +338,23 @@ class ReferenceProfile:
         }
         if self.calibration is not None:
             state["calibration"] = {**self.calibration.to_state(), "samples": self._samples}
+        if self.outcomes is not None:
+            state["outcomes"] = self.outcomes.to_state()
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ReferenceProfile:
+        from driftline.detectors.outcomes import OutcomeProfile
+
         features = tuple(FeatureProfile.from_state(f) for f in state["features"])
         calibration = state.get("calibration")
-        if calibration is None:
-            return cls(features, int(state["n_rows"]))
+        outcomes = state.get("outcomes")
         return cls(
             features,
             int(state["n_rows"]),
-            Calibration.from_state(calibration),
-            int(calibration["samples"]),
+            None if calibration is None else Calibration.from_state(calibration),
+            0 if calibration is None else int(calibration["samples"]),
+            None if outcomes is None else OutcomeProfile.from_state(outcomes),
         )
 
     def fingerprint(self) -> str:

@@ -61,16 +61,24 @@ EventTime = Annotated[float, BeforeValidator(parse_timestamp)]
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+LabelValue = StrictFloat | StrictInt | StrictBool | StrictStr
+
+
 class EventRow(BaseModel):
-    """One prediction inside an ``EventBatch`` (the batch carries the model)."""
+    """One prediction inside an ``EventBatch`` (the batch carries the model).
+
+    ``label``, when the truth is known as the prediction is made (a backfill), joins
+    it at once, as a label event for this ``event_id`` would.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_id: Identifier
     ts: EventTime
     features: dict[str, FeatureValue]
-    prediction: StrictFloat | StrictInt | StrictBool | StrictStr | None = None
+    prediction: LabelValue | None = None
     segment: Identifier | None = None
+    label: LabelValue | None = None
 
 
 class PredictionEvent(EventRow):
@@ -78,6 +86,25 @@ class PredictionEvent(EventRow):
 
     model_id: Identifier
     model_version: Identifier | None = None
+
+
+class LabelRow(BaseModel):
+    """The true outcome of one earlier prediction (``event_id``), known at ``ts``.
+
+    A row (of a message, or of an ``EventBatch``) with ``label`` and no ``features``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: Identifier
+    ts: EventTime
+    label: LabelValue
+
+
+class LabelEvent(LabelRow):
+    """A label on ``<prefix>.labels`` (or the predictions topic): keyed by ``model_id``."""
+
+    model_id: Identifier
 
 
 class EventBatch(BaseModel):
@@ -120,6 +147,15 @@ class DecodedMessage:
     errors: list[RowError] = field(default_factory=list)
     #: Index of each valid row in the batch's ``events`` (None for a single event).
     row_indices: list[int | None] = field(default_factory=list)
+    labels: list[LabelRow] = field(default_factory=list)
+    label_indices: list[int | None] = field(default_factory=list)
+    #: Prediction (True) and label (False) rows, in the order the message holds them.
+    order: list[bool] = field(default_factory=list)
+
+
+def is_label(raw: Any) -> bool:
+    """A label row has ``label`` and no ``features``."""
+    return isinstance(raw, dict) and "label" in raw and "features" not in raw
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -153,13 +189,23 @@ def decode_message(value: bytes | None) -> DecodedMessage:
         return DecodedMessage(None, None, errors=[RowError(None, "schema", msg, body)])
     if "events" in body:
         return _decode_batch(body)
+    label = is_label(body)
     try:
-        event = PredictionEvent.model_validate(body)
+        event = (LabelEvent if label else PredictionEvent).model_validate(body)
     except ValidationError as exc:
         model_id = body.get("model_id") if isinstance(body.get("model_id"), str) else None
-        error = RowError(None, "schema", describe_validation_error(exc), body)
+        error = RowError(
+            None, "label_schema" if label else "schema", describe_validation_error(exc), body
+        )
         return DecodedMessage(model_id, None, errors=[error])
-    return DecodedMessage(event.model_id, event.model_version, rows=[event], row_indices=[None])
+    if isinstance(event, LabelEvent):
+        return DecodedMessage(
+            event.model_id, None, labels=[event], label_indices=[None], order=[False]
+        )
+    assert isinstance(event, PredictionEvent)
+    return DecodedMessage(
+        event.model_id, event.model_version, rows=[event], row_indices=[None], order=[True]
+    )
 
 
 def _decode_batch(body: dict[str, Any]) -> DecodedMessage:
@@ -170,10 +216,17 @@ def _decode_batch(body: dict[str, Any]) -> DecodedMessage:
         return DecodedMessage(None, None, errors=[error])
     decoded = DecodedMessage(envelope.model_id, envelope.model_version)
     for index, raw in enumerate(envelope.events):
+        label = is_label(raw)
         try:
-            decoded.rows.append(EventRow.model_validate(raw))
-            decoded.row_indices.append(index)
+            if label:
+                decoded.labels.append(LabelRow.model_validate(raw))
+                decoded.label_indices.append(index)
+            else:
+                decoded.rows.append(EventRow.model_validate(raw))
+                decoded.row_indices.append(index)
+            decoded.order.append(not label)
         except ValidationError as exc:
             message = f"events[{index}]: {describe_validation_error(exc)}"
-            decoded.errors.append(RowError(index, "schema", message, raw))
+            reason = "label_schema" if label else "schema"
+            decoded.errors.append(RowError(index, reason, message, raw))
     return decoded

@@ -206,6 +206,15 @@ class PolicySpec(_Strict):
         min_length=1,
         description="Severity levels, first match wins; the last should have no conditions.",
     )
+    performance: PerformanceSpec | None = Field(
+        None, description="Labels: a performance window worse than the reference's is degraded."
+    )
+    concept_drift: bool = Field(
+        True, description="Labels: a concept-drift detection degrades its performance windows."
+    )
+    label_drift: bool = Field(
+        False, description="Labels: label distribution drift degrades its performance windows."
+    )
 
     def window_drifted(self, drifted: int, features: int) -> bool:
         """Whether a window with ``drifted`` of ``features`` features drifted counts as drifted.
@@ -224,6 +233,101 @@ class PolicySpec(_Strict):
             if level.matches(drifted, features, top_ratio):
                 return level.name
         return self.severities[-1].name
+
+
+class PerformanceSpec(_Strict):
+    """A performance window is degraded when ``metric`` is worse than the reference's by
+    more than ``tolerance``: a number (fixed, in the metric's units), or ``calibrated``.
+
+    Calibrated: the drop a window of the same number of labelled predictions shows with
+    probability ``false_alarm_rate`` when nothing changed, simulated from the reference's
+    own predictions (a two-level bootstrap of its confusion matrix for accuracy and F1,
+    a normal approximation of the mean loss for MAE, RMSE and log loss).
+    """
+
+    metric: Literal["accuracy", "f1", "log_loss", "mae", "rmse"]
+    tolerance: float | Literal["calibrated"] = Field(
+        "calibrated", description="Allowed drop: 'calibrated' or a number in metric units."
+    )
+    false_alarm_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="Calibrated: chance an unchanged window is degraded."
+    )
+
+    @field_validator("tolerance")
+    @classmethod
+    def _positive(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and value < 0:
+            raise ValueError("a fixed tolerance is 0 or more (in the metric's units)")
+        return value
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in ("accuracy", "f1")
+
+
+class ConceptSpec(_Strict):
+    """A river concept-drift detector over the per-prediction loss (0/1 error for
+    classification, absolute error for regression)."""
+
+    detector: Literal["adwin", "page_hinkley"] = "adwin"
+    params: dict[str, float | int | str] = Field(
+        default_factory=dict, description="river parameters, e.g. {delta: 0.00001}."
+    )
+
+
+class LabelsSpec(_Strict):
+    """Delayed ground truth: labels join predictions by ``event_id`` within ``horizon``.
+
+    Performance windows have the model's window shape, by the prediction's event time,
+    and close once the predictions' event time is ``horizon`` past them (their labels
+    have had time to come).
+    """
+
+    task: Literal["classification", "regression"]
+    classes: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=100,
+        description="Classification: the classes; omitted: those of the reference's labels.",
+    )
+    prediction: Literal["label", "probability"] = Field(
+        "label",
+        description="'probability': the prediction is the probability of positive_class "
+        "(binary classification; log loss is then reported).",
+    )
+    positive_class: str | None = Field(None, description="Binary: the class scored (the last).")
+    decision_threshold: float = Field(0.5, gt=0, lt=1, description="Probability to predict it.")
+    horizon: Duration = Field(
+        86400.0, gt=0, description="How long (event time) a prediction waits for its label."
+    )
+    max_pending: int = Field(
+        100_000, ge=1, le=10_000_000, description="Predictions (and early labels) kept waiting."
+    )
+    min_labelled: int = Field(
+        100, ge=1, description="Labelled predictions for a sufficient performance window."
+    )
+    reference_label: str = Field("label", description="The reference file's true-label column.")
+    reference_prediction: str | None = Field(
+        "prediction", description="Its prediction column (None: no reference performance)."
+    )
+    concept: ConceptSpec | None = Field(
+        ConceptSpec(), description="The concept-drift detector; null: none."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelsSpec:
+        if self.task == "regression" and (self.classes is not None or self.prediction != "label"):
+            raise ValueError("classes and prediction: probability are for classification")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be unique")
+        if self.prediction == "probability" and self.classes is not None and len(self.classes) != 2:
+            raise ValueError("prediction: probability needs exactly 2 classes")
+        if self.positive_class is not None:
+            if self.prediction != "probability":
+                raise ValueError("positive_class is for prediction: probability")
+            if self.classes is not None and self.positive_class not in self.classes:
+                raise ValueError(f"positive_class {self.positive_class!r} is not in classes")
+        return self
 
 
 class _Target(_Strict):
@@ -445,6 +549,32 @@ class MonitorSpec(_Strict):
     segments: SegmentSpec | None = Field(
         None, description="Per-segment reports (triggers come from the whole model's windows)."
     )
+    labels: LabelsSpec | None = Field(
+        None, description="Delayed labels: live performance and concept drift."
+    )
+
+    @model_validator(mode="after")
+    def _labels_for_performance(self) -> MonitorSpec:
+        performance = self.policy.performance
+        if performance is None:
+            return self
+        if self.labels is None:
+            raise ValueError("policy.performance needs labels (the labels section)")
+        if self.labels.reference_prediction is None:
+            raise ValueError(
+                "policy.performance compares with the reference's performance: "
+                "set labels.reference_prediction"
+            )
+        regression = performance.metric in ("mae", "rmse")
+        if regression != (self.labels.task == "regression"):
+            raise ValueError(
+                f"policy.performance.metric {performance.metric} is not a {self.labels.task} metric"
+            )
+        if performance.metric == "log_loss" and self.labels.prediction != "probability":
+            raise ValueError(
+                "policy.performance.metric log_loss needs labels.prediction: probability"
+            )
+        return self
 
     @field_validator("features")
     @classmethod

@@ -79,3 +79,52 @@ class DriftReport(BaseModel):
     #: Drifted features, the furthest past its threshold first.
     drifted_features: list[str]
     features: list[FeatureDrift]
+
+
+class PerformanceCheck(BaseModel):
+    """The policy's performance condition on one window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    value: float | None
+    reference: float | None
+    #: The worst value allowed at this window's number of labelled predictions.
+    limit: float | None
+    tolerance: float | Literal["calibrated"]
+    degraded: bool
+
+
+class PerformanceReport(BaseModel):
+    """One closed performance window of one model: its predictions (by their event time)
+    joined to the labels that came within the horizon.
+
+    ``sufficient`` is False below ``labels.min_labelled`` labelled predictions: such a
+    window is reported but never degraded. ``drifted`` is the verdict the trigger policy
+    sees: the metric check failed, concept drift was detected (``policy.concept_drift``),
+    or the label distribution drifted (``policy.label_drift``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    model_version: str | None
+    reference_version: int | None
+    window_start: datetime
+    window_end: datetime
+    task: Literal["classification", "regression"]
+    #: Scoreable predictions in the window, and how many of them got their label.
+    predictions: int
+    labelled: int
+    coverage: float | None
+    sufficient: bool
+    #: accuracy, f1 (macro), log_loss; or mae, rmse, bias. None where undefined.
+    metrics: dict[str, float | None]
+    reference_metrics: dict[str, float | None] | None
+    per_class: dict[str, dict[str, float | None]] | None = None
+    check: PerformanceCheck | None
+    label_drift: FeatureDrift | None
+    #: Concept-drift detections on the window's labelled predictions.
+    concept_detections: int
+    drifted: bool
+    reasons: list[str]

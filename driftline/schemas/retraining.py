@@ -44,6 +44,23 @@ class AlertInfo(BaseModel):
     generator_url: str | None = None
 
 
+class PerformanceInfo(BaseModel):
+    """Why a performance window (source ``performance``) was degraded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The checked metric, its value in the window, the reference's, and the limit.
+    metric: str | None
+    value: float | None
+    reference: float | None
+    limit: float | None
+    labelled: int
+    coverage: float | None
+    concept_detections: int
+    label_drift: bool
+    reasons: list[str]
+
+
 class RetrainingData(BaseModel):
     """What triggered: the model, the episode, the window, and the drifted features.
 
@@ -58,7 +75,9 @@ class RetrainingData(BaseModel):
     episode_id: str
     episode_started_at: datetime
     status: Literal["fired", "suppressed"] = "fired"
-    source: Literal["drift", "alertmanager"] = "drift"
+    #: drift: input drift windows; performance: labelled performance windows (concept
+    #: drift included); alertmanager: an alert routed to driftline.
+    source: Literal["drift", "performance", "alertmanager"] = "drift"
     severity: str
     model_id: str
     model_version: str | None
@@ -70,6 +89,7 @@ class RetrainingData(BaseModel):
     consecutive_drifted_windows: int
     drifted_features: list[DriftedFeature]
     alert: AlertInfo | None = None
+    performance: PerformanceInfo | None = None
 
     def field_value(self, name: str) -> Any:
         """A field as a Kubeflow runtime parameter: scalars, dates in ISO form, names joined."""

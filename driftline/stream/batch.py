@@ -11,11 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from driftline.monitoring import Monitor
-from driftline.schemas.events import EventRow, decode_message
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.events import EventRow, LabelRow, decode_message
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
-from driftline.stream.deadletter import DeadLetter, SourceMessage, one_row, whole_message
-from driftline.stream.processing import MonitorState
+from driftline.stream.deadletter import (
+    DeadLetter,
+    SourceMessage,
+    label_letter,
+    one_row,
+    whole_message,
+)
+from driftline.stream.processing import LabelItem, MonitorState
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +37,38 @@ class BatchResult:
     #: Events of each model dead-lettered as late (behind the allowed lateness).
     late: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
-    #: The (topic, partition) each model's events in this batch came from (the last one).
+    #: The (topic, partition) each model's events in this batch came from (the last one),
+    #: named by the predictions topic: a model's labels share its partition number.
     partitions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    performance: list[PerformanceReport] = field(default_factory=list)
+    #: Labels of each model by outcome (joined, duplicate, expired, ...).
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
 class _ModelRows:
     rows: list[EventRow] = field(default_factory=list)
     origins: list[tuple[SourceMessage, int | None]] = field(default_factory=list)
+    labels: list[LabelItem] = field(default_factory=list)
+    order: list[bool] = field(default_factory=list)
     model_version: str | None = None
+
+    def add_label(self, row: LabelRow, source: SourceMessage, index: int | None) -> None:
+        """A label; its origin is plain data, kept with it while it waits (snapshots)."""
+        self.labels.append((row, [source.topic, source.partition, source.offset, index]))
+        self.order.append(False)
 
 
 class StreamProcessor:
     """Each monitored model's state, and the processing of batches of messages into it."""
 
-    def __init__(self, monitors: Mapping[str, Monitor]) -> None:
+    def __init__(
+        self, monitors: Mapping[str, Monitor], home_topics: Mapping[str, str] | None = None
+    ) -> None:
         self.monitors = dict(monitors)
         self.states = {model_id: MonitorState(m) for model_id, m in monitors.items()}
+        #: Topics whose partition N belongs with another's (labels -> predictions).
+        self.home_topics = dict(home_topics or {})
 
     def process(self, messages: Sequence[SourceMessage], now: datetime) -> BatchResult:
         """Decode, validate and count ``messages``; close the windows their event time passed."""
@@ -78,6 +99,7 @@ class StreamProcessor:
             outcome = state.flush(now=now)
             result.reports.extend(outcome.reports)
             result.triggers.extend(outcome.triggers)
+            result.performance.extend(outcome.performance)
         return result
 
     def _group(
@@ -101,23 +123,38 @@ class StreamProcessor:
                             error.raw,
                         )
                     )
-            if not decoded.rows or decoded.model_id is None:
+            if not decoded.order or decoded.model_id is None:
                 continue
             if decoded.model_id not in self.states:
-                result.skipped += len(decoded.rows)
+                result.skipped += len(decoded.order)
                 continue
-            result.partitions[decoded.model_id] = (source.topic, source.partition)
+            home = self.home_topics.get(source.topic, source.topic)
+            result.partitions[decoded.model_id] = (home, source.partition)
             group = groups.setdefault(decoded.model_id, _ModelRows())
-            group.rows.extend(decoded.rows)
-            group.origins.extend((source, index) for index in decoded.row_indices)
+            rows = iter(zip(decoded.rows, decoded.row_indices, strict=True))
+            labels = iter(zip(decoded.labels, decoded.label_indices, strict=True))
+            for is_row in decoded.order:
+                if not is_row:
+                    label_row, label_index = next(labels)
+                    group.add_label(label_row, source, label_index)
+                    continue
+                row, index = next(rows)
+                group.rows.append(row)
+                group.origins.append((source, index))
+                group.order.append(True)
+                if row.label is not None:  # known with the prediction: joins at once
+                    label = LabelRow(event_id=row.event_id, ts=row.ts, label=row.label)
+                    group.add_label(label, source, index)
             group.model_version = decoded.model_version or group.model_version
         return groups
 
     def _process(self, model_id: str, group: _ModelRows, now: datetime, result: BatchResult) -> int:
         try:
-            outcome = self.states[model_id].process(group.rows, group.model_version, now=now)
+            outcome = self.states[model_id].process(
+                group.rows, group.model_version, now=now, labels=group.labels, order=group.order
+            )
         except Exception as exc:  # a bug must not lose events: dead-letter them all
-            log.exception("processing %d events of %s failed", len(group.rows), model_id)
+            log.exception("processing %d events of %s failed", len(group.order), model_id)
             for row, (source, index) in zip(group.rows, group.origins, strict=True):
                 result.dead.append(
                     one_row(
@@ -130,7 +167,20 @@ class StreamProcessor:
                         row,
                     )
                 )
+            result.dead.extend(
+                label_letter(model_id, row, origin, "processing_error", repr(exc))
+                for row, origin in group.labels
+            )
             return 0
+        result.dead.extend(
+            label_letter(model_id, r.row, r.origin, r.reason, r.message)
+            for r in outcome.label_rejections
+        )
+        if outcome.labels:
+            counts = result.labels.setdefault(model_id, {})
+            for name, count in outcome.labels.items():
+                counts[name] = counts.get(name, 0) + count
+        result.performance.extend(outcome.performance)
         for rejection in outcome.rejections:
             if rejection.reason == "late":
                 result.late[model_id] = result.late.get(model_id, 0) + 1

@@ -71,3 +71,12 @@ def one_row(
     if isinstance(body, dict):
         body = {"model_id": model_id, "model_version": model_version, **body}
     return DeadLetter(source.key, orjson.dumps(body), reason, message, source, batch_index)
+
+
+def label_letter(model_id: str, row: Any, origin: Any, reason: str, message: str) -> DeadLetter:
+    """A label as a standalone ``LabelEvent``; ``origin`` is ``[topic, partition, offset,
+    batch index]`` as kept while it waited (a label can be refused long after it came)."""
+    topic, partition, offset, index = origin
+    body = {"model_id": model_id, **row.model_dump(mode="json")}
+    source = SourceMessage(model_id.encode(), None, topic, partition, offset)
+    return DeadLetter(source.key, orjson.dumps(body), reason, message, source, index)

@@ -1,16 +1,20 @@
-"""Joining delayed labels to predictions by ``event_id`` (groundwork for #8).
+"""Joining delayed labels to predictions by ``event_id``.
 
-Predictions wait for their label up to ``horizon_s`` of event time (past the newest
-event time seen); labels that arrive before their prediction wait the same way. Both
-waits are bounded by ``max_pending`` entries: beyond it the oldest are evicted and
-counted, so memory stays bounded whatever the label rate. Every label that does not
-join comes back with a reason (``duplicate``, ``expired``, ``unknown``) for the
-dead-letter topic. Not wired into the stream yet.
+Predictions wait for their label up to ``horizon_s`` of event time: until the newest
+prediction time seen (the watermark) is ``horizon_s`` past them. Labels that arrive
+before their prediction wait the same way. Labels do not move the watermark: the
+predictions' event time, which also closes the windows, decides what expires.
+
+Memory is bounded by ``max_pending``: at most that many waiting predictions, that many
+early labels, and that many remembered ids each of joined and of expired predictions
+(only ids and times; they tell a duplicate or an expired label from an unknown one).
+Past the bound the oldest entries go first, and are counted. Every label that does
+not join comes back with a reason (``duplicate``, ``expired``, ``unknown``) and the
+origin it was given, for the dead-letter topic.
 
 Entries expire in the order they arrived, which is event-time order for producers
 that send in order; an entry that arrives far out of order waits longer (still
-bounded by ``max_pending``). Each of the three tables (waiting predictions, early
-labels, recently joined ids) holds at most ``max_pending`` entries.
+bounded by ``max_pending``).
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ class Joined:
 
 @dataclass(frozen=True, slots=True)
 class Unjoined:
-    """A label that will never join, and why."""
+    """A label that will never join, why, and where it came from (as given)."""
 
     event_id: str
+    ts: float
     label: LabelValue
     reason: str  # duplicate | expired | unknown
+    origin: Any = None
 
 
 @dataclass
@@ -68,85 +74,109 @@ class LabelJoin:
     watermark: float = float("-inf")
     counts: JoinCounts = field(default_factory=JoinCounts)
     _predictions: OrderedDict[str, tuple[float, Any]] = field(default_factory=OrderedDict)
-    _labels: OrderedDict[str, tuple[float, LabelValue]] = field(default_factory=OrderedDict)
+    _labels: OrderedDict[str, tuple[float, LabelValue, Any]] = field(default_factory=OrderedDict)
     #: Ids joined recently (bounded like the rest): a second label is a duplicate.
     _joined: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    #: Ids of predictions that expired or were evicted: their label is expired.
+    _expired: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def add_predictions(self, rows: Iterable[tuple[str, float, Any]]) -> list[Joined]:
         """Predictions ``(event_id, ts, prediction)``; those whose label came first join."""
         joined = []
         for event_id, ts, prediction in rows:
-            self._advance(ts)
+            self.watermark = max(self.watermark, ts)
             early = self._labels.pop(event_id, None)
             if early is not None:
                 joined.append(self._join(event_id, ts, prediction, early[1]))
-            elif event_id not in self._joined:
+            elif event_id in self._joined:
+                continue
+            elif ts < self.watermark - self.horizon_s:  # expired on arrival
+                self._forget(event_id, ts, "expired_predictions")
+            else:
                 self._predictions[event_id] = (ts, prediction)
-                self._bound(self._predictions, "evicted_predictions")
-        self._expire()
+                while len(self._predictions) > self.max_pending:
+                    old_id, (old_ts, _) = self._predictions.popitem(last=False)
+                    self._forget(old_id, old_ts, "evicted_predictions")
+        self._expire_predictions()
         return joined
 
     def add_labels(
-        self, rows: Iterable[tuple[str, float, LabelValue]]
+        self, rows: Iterable[tuple[str, float, LabelValue]], origins: Iterable[Any] = ()
     ) -> tuple[list[Joined], list[Unjoined]]:
-        """Labels ``(event_id, ts, label)``: joined, or waiting, or refused with a reason."""
+        """Labels ``(event_id, ts, label)``: joined, or waiting, or refused with a reason.
+
+        ``origins`` (optional, one per row) come back with the label if it never joins.
+        """
         joined, unjoined = [], []
+        marks = iter(origins)
         for event_id, ts, label in rows:
-            self._advance(ts)
+            origin = next(marks, None)
             pending = self._predictions.pop(event_id, None)
             if pending is not None:
                 joined.append(self._join(event_id, pending[0], pending[1], label))
             elif event_id in self._joined or event_id in self._labels:
-                unjoined.append(Unjoined(event_id, label, "duplicate"))
-            elif ts < self.watermark - self.horizon_s:
-                unjoined.append(Unjoined(event_id, label, "expired"))
+                unjoined.append(Unjoined(event_id, ts, label, "duplicate", origin))
+            elif event_id in self._expired or ts < self.watermark - self.horizon_s:
+                unjoined.append(Unjoined(event_id, ts, label, "expired", origin))
             else:  # its prediction may still come
-                self._labels[event_id] = (ts, label)
-                self._bound(self._labels, "evicted_labels")
-        unjoined.extend(self._expire())
+                self._labels[event_id] = (ts, label, origin)
+                while len(self._labels) > self.max_pending:
+                    old_id, (old_ts, old_label, old_origin) = self._labels.popitem(last=False)
+                    self.counts.evicted_labels += 1
+                    unjoined.append(Unjoined(old_id, old_ts, old_label, "unknown", old_origin))
         return joined, unjoined
+
+    def expire_labels(self) -> list[Unjoined]:
+        """Early labels whose prediction did not come within the horizon: ``unknown``."""
+        limit = self.watermark - self.horizon_s
+        unknown = []
+        while self._labels and next(iter(self._labels.values()))[0] < limit:
+            event_id, (ts, label, origin) = self._labels.popitem(last=False)
+            unknown.append(Unjoined(event_id, ts, label, "unknown", origin))
+        return unknown
 
     def _join(self, event_id: str, ts: float, prediction: Any, label: LabelValue) -> Joined:
         self.counts.joined += 1
-        self._joined[event_id] = ts
-        self._bound(self._joined, None)
+        self._remember(self._joined, event_id, ts)
         return Joined(event_id, ts, prediction, label)
 
-    def _advance(self, ts: float) -> None:
-        self.watermark = max(self.watermark, ts)
+    def _forget(self, event_id: str, ts: float, counter: str) -> None:
+        setattr(self.counts, counter, getattr(self.counts, counter) + 1)
+        self._remember(self._expired, event_id, ts)
 
-    def _bound(self, entries: OrderedDict[str, Any], counter: str | None) -> None:
-        while len(entries) > self.max_pending:
-            entries.popitem(last=False)
-            if counter is not None:
-                setattr(self.counts, counter, getattr(self.counts, counter) + 1)
+    def _remember(self, ids: OrderedDict[str, float], event_id: str, ts: float) -> None:
+        ids[event_id] = ts
+        while len(ids) > self.max_pending:
+            ids.popitem(last=False)
 
-    def _expire(self) -> list[Unjoined]:
-        """Drop what waited past the horizon; early labels that expire are ``unknown``."""
+    def _expire_predictions(self) -> None:
+        """Predictions past the horizon stop waiting; ids older than two horizons go."""
         limit = self.watermark - self.horizon_s
         while self._predictions and next(iter(self._predictions.values()))[0] < limit:
-            self._predictions.popitem(last=False)
-            self.counts.expired_predictions += 1
-        unknown = []
-        while self._labels and next(iter(self._labels.values()))[0] < limit:
-            event_id, (_, label) = self._labels.popitem(last=False)
-            unknown.append(Unjoined(event_id, label, "unknown"))
-        while self._joined and next(iter(self._joined.values())) < limit:
-            self._joined.popitem(last=False)
-        return unknown
+            event_id, (ts, _) = self._predictions.popitem(last=False)
+            self._forget(event_id, ts, "expired_predictions")
+        for ids in (self._joined, self._expired):
+            while ids and next(iter(ids.values())) < limit - self.horizon_s:
+                ids.popitem(last=False)
 
     @property
     def pending(self) -> int:
-        """Entries held: waiting predictions, early labels and recently joined ids."""
-        return len(self._predictions) + len(self._labels) + len(self._joined)
+        """What waits to join: predictions and early labels."""
+        return len(self._predictions) + len(self._labels)
+
+    @property
+    def held(self) -> int:
+        """Every entry held, remembered ids included (at most 4 x ``max_pending``)."""
+        return self.pending + len(self._joined) + len(self._expired)
 
     def to_state(self) -> dict[str, Any]:
         return {
             "watermark": None if self.watermark == float("-inf") else self.watermark,
             "counts": vars(self.counts).copy(),
             "predictions": [[k, ts, p] for k, (ts, p) in self._predictions.items()],
-            "labels": [[k, ts, v] for k, (ts, v) in self._labels.items()],
+            "labels": [[k, ts, v, o] for k, (ts, v, o) in self._labels.items()],
             "joined": [[k, ts] for k, ts in self._joined.items()],
+            "expired": [[k, ts] for k, ts in self._expired.items()],
         }
 
     @classmethod
@@ -155,6 +185,7 @@ class LabelJoin:
         join.watermark = float("-inf") if state["watermark"] is None else state["watermark"]
         join.counts = JoinCounts(**state["counts"])
         join._predictions = OrderedDict((k, (ts, p)) for k, ts, p in state["predictions"])
-        join._labels = OrderedDict((k, (ts, v)) for k, ts, v in state["labels"])
+        join._labels = OrderedDict((k, (ts, v, o)) for k, ts, v, o in state["labels"])
         join._joined = OrderedDict((k, ts) for k, ts in state["joined"])
+        join._expired = OrderedDict((k, ts) for k, ts in state["expired"])
         return join

@@ -19,10 +19,11 @@ from driftline.detectors.histogram import Column, Histogram
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
-from driftline.schemas.events import EventRow
+from driftline.schemas.events import EventRow, LabelRow
 from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
+from driftline.stream.outcomes import LabelRejection, OutcomeResult, OutcomeState
 from driftline.triggers.policy import EpisodePolicy, report_severity, retraining_event
 
 
@@ -53,6 +54,21 @@ class ProcessResult:
     rejections: list[Rejection] = field(default_factory=list)
     reports: list[DriftReport] = field(default_factory=list)
     triggers: list[RetrainingEvent] = field(default_factory=list)
+    performance: list[PerformanceReport] = field(default_factory=list)
+    label_rejections: list[LabelRejection] = field(default_factory=list)
+    #: Labels by outcome (joined, duplicate, ...), for metrics.
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def add_outcomes(self, outcome: OutcomeResult) -> None:
+        self.performance.extend(outcome.reports)
+        self.triggers.extend(outcome.triggers)
+        self.label_rejections.extend(outcome.rejections)
+        for name, count in outcome.labels.items():
+            self.labels[name] = self.labels.get(name, 0) + count
+
+
+#: A label as the processor gets it: the row, and where it came from (for dead letters).
+LabelItem = tuple[LabelRow, Any]
 
 
 class MonitorState:
@@ -79,6 +95,10 @@ class MonitorState:
             name: PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
             for name in names
         }
+        #: Labels joined to predictions: performance windows and concept drift.
+        self.outcomes = (
+            None if monitor.spec.labels is None else OutcomeState(monitor, self.reference)
+        )
 
     def process(
         self,
@@ -86,10 +106,14 @@ class MonitorState:
         model_version: str | None = None,
         *,
         now: datetime,
+        labels: Sequence[LabelItem] = (),
+        order: Sequence[bool] | None = None,
     ) -> ProcessResult:
         """Count ``rows`` into their panes, close the windows the watermark passed, decide.
 
-        ``now`` (wall-clock time) only stamps the retraining events fired.
+        ``labels`` are joined to the predictions (in ``order``: True for the next row,
+        False for the next label; default: the rows, then the labels). ``now``
+        (wall-clock time) only stamps the retraining events fired.
         """
         result = ProcessResult()
         if model_version is not None:
@@ -107,6 +131,33 @@ class MonitorState:
             on_time = [p for p, is_late in zip(positions, late, strict=True) if not is_late]
             self._count([rows[p] for p in on_time], ts[~late])
             result.accepted = len(on_time)
+        else:
+            on_time = []
+        if self.outcomes is not None:
+            counted = set(on_time)
+            if order is None:
+                order = [True] * len(rows) + [False] * len(labels)
+            items: list[tuple[EventRow | LabelRow, Any]] = []
+            row_at = label_at = 0
+            for is_row in order:
+                if is_row:
+                    if row_at in counted:
+                        items.append((rows[row_at], None))
+                    row_at += 1
+                else:
+                    items.append(labels[label_at])
+                    label_at += 1
+            result.add_outcomes(self.outcomes.process(items, self.model_version, now))
+        else:
+            result.label_rejections.extend(
+                LabelRejection(
+                    origin,
+                    row,
+                    "labels_not_configured",
+                    f"model {self.monitor.model_id} has no labels section in its monitor",
+                )
+                for row, origin in labels
+            )
         for window in self.ring.close_ready():
             report = window_report(
                 self.monitor,
@@ -184,6 +235,8 @@ class MonitorState:
                 name: ring.to_state(_pane_state) for name, ring in self.segment_rings.items()
             },
             "policy": self.policy.to_state(),
+            "labels": _labels_config(self.monitor),
+            "outcomes": None if self.outcomes is None else self.outcomes.to_state(),
             "model_version": self.model_version,
             "last_report": None
             if self.last_report is None
@@ -197,11 +250,15 @@ class MonitorState:
             return False
         if state.get("window") != self.monitor.spec.window.model_dump(mode="json"):
             return False
+        if state.get("labels") != _labels_config(self.monitor):
+            return False
         self.ring.restore(state["ring"], _pane_from_state)
         for name, ring_state in state.get("segments", {}).items():
             if name in self.segment_rings:
                 self.segment_rings[name].restore(ring_state, _pane_from_state)
         self.policy.restore(state["policy"])
+        if self.outcomes is not None and state.get("outcomes") is not None:
+            self.outcomes.restore(state["outcomes"])
         self.model_version = state["model_version"]
         last = state.get("last_report")
         self.last_report = None if last is None else DriftReport.model_validate(last)
@@ -217,7 +274,10 @@ class MonitorState:
                 + window.duration
                 + window.pane_seconds
             )
-        return self.process([], now=now)
+        result = self.process([], now=now)
+        if self.outcomes is not None:
+            result.add_outcomes(self.outcomes.flush(self.model_version, now))
+        return result
 
     def _check_types(self, rows: Sequence[EventRow]) -> tuple[list[int], list[Rejection]]:
         checks = [(f, _EXPECTED[f.kind]) for f in self.monitor.features if f.kind in _EXPECTED]
@@ -283,6 +343,12 @@ class MonitorState:
             else:
                 columns[feature.name] = np.array([category_label(v) for v in values], dtype=object)
         return columns
+
+
+def _labels_config(monitor: Monitor) -> dict[str, Any] | None:
+    """What a snapshot's outcome state depends on: the labels section (None without)."""
+    labels = monitor.spec.labels
+    return None if labels is None else labels.model_dump(mode="json")
 
 
 def _late_message(ts: float, watermark: float) -> str:

@@ -5,26 +5,44 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from driftline.schemas.monitors import PolicySpec
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import (
     DriftedFeature,
+    PerformanceInfo,
     ReferenceInfo,
     RetrainingData,
     RetrainingEvent,
 )
 
 
-def trigger_id(model_id: str, window_end: datetime) -> str:
+def trigger_id(model_id: str, window_end: datetime, source: str = "drift") -> str:
     """Stable id of the trigger of the window ending at ``window_end``.
 
     >>> trigger_id("m", datetime(2024, 1, 1, tzinfo=UTC))
     'trg_fbb75e40c79475b90a72ecf9'
+    >>> trigger_id("m", datetime(2024, 1, 1, tzinfo=UTC), "performance")
+    'trg_78f09277e62da46eb94ac38a'
     """
-    digest = hashlib.sha256(f"{model_id}\n{window_end.isoformat()}".encode()).hexdigest()
-    return f"trg_{digest[:24]}"
+    key = f"{model_id}\n{window_end.isoformat()}"
+    if source != "drift":  # drift ids stay as they were before other sources existed
+        key += f"\n{source}"
+    return f"trg_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+class Window(Protocol):
+    """What the policy reads of a window report (drift or performance)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def sufficient(self) -> bool: ...
+    @property
+    def drifted(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +65,8 @@ class EpisodePolicy:
     """
 
     spec: PolicySpec
+    #: Which windows it sees: drift, or performance (its episodes have their own ids).
+    source: str = "drift"
     consecutive_drifted: int = 0
     consecutive_clean: int = 0
     episode_id: str | None = None
@@ -58,7 +78,7 @@ class EpisodePolicy:
     def episode_open(self) -> bool:
         return self.episode_id is not None
 
-    def observe(self, report: DriftReport) -> Decision | None:
+    def observe(self, report: Window) -> Decision | None:
         """Account for one window; a decision when it fires or suppresses a request."""
         if not report.sufficient:
             return None
@@ -77,7 +97,7 @@ class EpisodePolicy:
         if self.episode_id is None:
             if self.consecutive_drifted < self.spec.consecutive_windows:
                 return None
-            self.episode_id = trigger_id(report.model_id, report.window_end)
+            self.episode_id = trigger_id(report.model_id, report.window_end, self.source)
             self.episode_started, self.episode_fired = end, False
             if not self._cooled(end):
                 return self._decision("suppressed")
@@ -153,6 +173,49 @@ def retraining_event(
                 )
                 for f in drifted
             ],
+        ),
+    )
+
+
+def performance_event(
+    report: PerformanceReport,
+    decision: Decision,
+    consecutive: int,
+    reference: ReferenceInfo,
+    now: datetime,
+) -> RetrainingEvent:
+    """The retraining event of a degraded performance window: ``critical`` when the
+    metric check failed, ``warning`` for concept or label drift alone."""
+    check = report.check
+    degraded = check is not None and check.degraded
+    return RetrainingEvent(
+        timestamp=now,
+        data=RetrainingData(
+            trigger_id=trigger_id(report.model_id, report.window_end, "performance"),
+            episode_id=decision.episode_id,
+            episode_started_at=decision.episode_started_at,
+            status=decision.status,
+            source="performance",
+            severity="critical" if degraded else "warning",
+            model_id=report.model_id,
+            model_version=report.model_version,
+            reference=reference,
+            window_start=report.window_start,
+            window_end=report.window_end,
+            n=report.labelled,
+            consecutive_drifted_windows=consecutive,
+            drifted_features=[],
+            performance=PerformanceInfo(
+                metric=None if check is None else check.metric,
+                value=None if check is None else check.value,
+                reference=None if check is None else check.reference,
+                limit=None if check is None else check.limit,
+                labelled=report.labelled,
+                coverage=report.coverage,
+                concept_detections=report.concept_detections,
+                label_drift=report.label_drift is not None and report.label_drift.drifted,
+                reasons=report.reasons,
+            ),
         ),
     )
 

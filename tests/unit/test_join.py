@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 from driftline.stream.join import LabelJoin
 
@@ -34,10 +35,16 @@ def test_duplicates_and_unknown_ids() -> None:
     assert [u.reason for u in refused] == ["duplicate"]
     assert join.add_predictions([("a", 3.0, "x")]) == []  # a joined prediction again: ignored
     assert join.add_labels([("a", 4.0, "y")])[1][0].reason == "duplicate"
-    # A label whose prediction never comes is unknown once the horizon passes.
-    assert join.add_labels([("ghost", 5.0, "y")]) == ([], [])
-    _, refused = join.add_labels([("b", 200.0, "y")])
-    assert [(u.event_id, u.reason) for u in refused] == [("ghost", "unknown")]
+    # A label whose prediction never comes is unknown once the predictions' event time
+    # is a horizon past it (labels alone do not move event time on).
+    assert join.add_labels([("ghost", 5.0, "y")], origins=[("labels", 0, 7)]) == ([], [])
+    join.add_labels([("b", 500.0, "y")])
+    assert join.expire_labels() == []
+    join.add_predictions([("c", 200.0, "x")])
+    refused = join.expire_labels()
+    assert [(u.event_id, u.reason, u.origin) for u in refused] == [
+        ("ghost", "unknown", ("labels", 0, 7))
+    ]
 
 
 def test_a_restart_with_pending_joins_loses_nothing() -> None:
@@ -60,6 +67,7 @@ def test_a_restart_with_pending_joins_loses_nothing() -> None:
                 ok, bad = join.add_labels([row])
                 joined += ok
                 refused += bad
+            refused += join.expire_labels()
         return [(j.event_id, j.label) for j in joined], [(u.event_id, u.reason) for u in refused]
 
     uninterrupted = run(None)
@@ -70,7 +78,17 @@ def test_a_restart_with_pending_joins_loses_nothing() -> None:
 
 def test_memory_stays_bounded_when_labels_never_come() -> None:
     join = LabelJoin(horizon_s=10**9, max_pending=50_000)  # nothing expires by time
-    for start in range(0, 1_000_000, 10_000):
-        join.add_predictions((f"p{i}", float(i), 1) for i in range(start, start + 10_000))
-        assert join.pending <= 50_000
+    tracemalloc.start()
+    try:
+        for start in range(0, 1_000_000, 10_000):
+            join.add_predictions((f"p{i}", float(i), 1) for i in range(start, start + 10_000))
+            assert join.pending <= 50_000
+            assert join.held <= 2 * 50_000  # waiting predictions, and ids of evicted ones
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert join.counts.evicted_predictions == 1_000_000 - 50_000
+    # About 240 bytes per entry held (id string, tuple, dict slot): 1M would be ~240 MB.
+    assert current < 100_000 * 400, current
+    # A late label for an evicted prediction is refused as expired, not unknown.
+    assert join.add_labels([("p949999", 1.0, 1)])[1][0].reason == "expired"
