@@ -14,7 +14,7 @@ from driftline import __version__
 from driftline.exceptions import DriftlineError, ReferenceDataError
 from driftline.monitoring import Evaluation, evaluate_files
 from driftline.schemas.monitors import ThresholdSpec
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -402,15 +402,17 @@ def reference_build(model_id: str, data: Path, activate: bool) -> None:
     from datetime import UTC, datetime
 
     from driftline.registry import build_reference
-    from driftline.schemas.monitors import FeatureSpec
+    from driftline.schemas.monitors import MonitorSpec
 
     with _store() as store:
         record = store.monitor_record(model_id)
         if record is None:
             raise click.ClickException(f"no monitor {model_id}: create it first")
-        features = [FeatureSpec.model_validate(f) for f in record.spec.get("features") or []]
+        spec = MonitorSpec.model_validate(record.spec)
         now = datetime.now(UTC)
-        version = build_reference(store, model_id, features, data, data.name, now)
+        version = build_reference(
+            store, model_id, spec.features or [], data, data.name, now, spec.labels
+        )
         if activate:
             store.activate_reference(model_id, version, now)
         (built,) = [v for v in store.reference_versions(model_id) if v["version"] == version]
@@ -532,11 +534,14 @@ def db_current() -> None:
     "--events",
     required=True,
     type=click.Path(path_type=Path),
-    help="Events: JSON lines (PredictionEvent or EventBatch per line) or Parquet.",
+    help="Events: JSON lines (PredictionEvent, LabelEvent or EventBatch per line) or Parquet.",
 )
 @click.option("--flush", is_flag=True, help="At the end of the file, close the windows still open.")
 @click.option(
-    "--json", "as_json", is_flag=True, help="One JSON object per line: windows and triggers."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per line: windows, performance windows and triggers.",
 )
 def replay(monitors_path: Path, events: Path, flush: bool, as_json: bool) -> None:
     """Run the worker's processing over a file of events: a backtest, no broker or database.
@@ -558,26 +563,36 @@ def replay(monitors_path: Path, events: Path, flush: bool, as_json: bool) -> Non
             )
         monitors[spec.model_id] = build_monitor(spec)
     run = Replay(monitors)
-    windows = drifted = triggers = 0
+    windows = drifted = performance = degraded = triggers = 0
     for item in run.run(read_events(events), flush=flush):
         if as_json:
             click.echo(as_json_line(item))
         elif isinstance(item, DriftReport):
             click.echo(format_window(item))
+        elif isinstance(item, PerformanceReport):
+            click.echo(format_performance(item))
         else:
+            why = (
+                "; ".join(item.data.performance.reasons)
+                if item.data.performance is not None
+                else ", ".join(f.name for f in item.data.drifted_features)
+            )
             click.echo(
                 f"  -> retraining event {item.data.trigger_id} for {item.data.model_id} "
-                f"({item.data.status}, {item.data.severity}): "
-                f"{', '.join(f.name for f in item.data.drifted_features)}"
+                f"({item.data.source}, {item.data.status}, {item.data.severity}): {why}"
             )
         if isinstance(item, DriftReport):
             windows += 1
             drifted += item.drifted
+        elif isinstance(item, PerformanceReport):
+            performance += 1
+            degraded += item.drifted
         else:
             triggers += 1
     dead = ", ".join(f"{k}: {v}" for k, v in sorted(run.dead_lettered.items())) or "none"
+    labelled = f"{performance} performance windows, {degraded} degraded, " if performance else ""
     click.echo(
-        f"{windows} windows, {drifted} drifted, {triggers} retraining events; "
+        f"{windows} windows, {drifted} drifted, {labelled}{triggers} retraining events; "
         f"dead-lettered: {dead}; skipped (unmonitored models): {run.skipped}",
         err=True,
     )
@@ -593,6 +608,21 @@ def format_window(report: DriftReport) -> str:
     return (
         f"{report.model_id} {report.window_start:%Y-%m-%d %H:%M:%S}"
         f" - {report.window_end:%H:%M:%S}  n={report.n:<7} {verdict}"
+    )
+
+
+def format_performance(report: PerformanceReport) -> str:
+    metrics = " ".join(f"{k}={v:.4f}" for k, v in report.metrics.items() if v is not None)
+    verdict = (
+        ("DEGRADED " + "; ".join(report.reasons))
+        if report.drifted
+        else ("ok" if report.sufficient else "too few labels")
+    )
+    coverage = "-" if report.coverage is None else f"{report.coverage:.0%}"
+    return (
+        f"{report.model_id} {report.window_start:%Y-%m-%d %H:%M:%S}"
+        f" - {report.window_end:%H:%M:%S}  labelled={report.labelled:<6} "
+        f"coverage={coverage} {metrics}  {verdict}"
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from driftline.exceptions import ReferenceDataError
 from driftline.monitoring import Monitor, calibrate, profile_file
-from driftline.schemas.monitors import FeatureSpec, MonitorSpec
+from driftline.schemas.monitors import FeatureSpec, LabelsSpec, MonitorSpec
 from driftline.store import Store
 from driftline.store.repository import MonitorRecord
 
@@ -41,6 +41,11 @@ def monitor_of(
     if loaded is None:
         return None
     version, profile = loaded
+    if spec.labels is not None and profile.outcomes is None:
+        raise ReferenceDataError(
+            f"model {spec.model_id}: reference version {version} was built without labels; "
+            "build it again from data with the label (and prediction) columns"
+        )
     features = tuple(spec.features or ())
     if [f.name for f in features] != [f.name for f in profile.features]:
         raise ReferenceDataError(
@@ -74,9 +79,10 @@ def build_reference(
     data: bytes | Path,
     source: str,
     now: datetime,
+    labels: LabelsSpec | None = None,
 ) -> int:
-    """Profile a Parquet or CSV file (a path, or its bytes) for the monitor's features and
-    store it; returns its version (an identical profile keeps its version).
+    """Profile a Parquet or CSV file (a path, or its bytes) for the monitor's features (and
+    labels) and store it; returns its version (an identical profile keeps its version).
 
     The API and ``driftline reference build`` both come here, so the same file gives the
     same profile and version either way.
@@ -84,11 +90,11 @@ def build_reference(
     if not features:
         raise ReferenceDataError(f"model {model_id}: list its features to build a reference")
     if isinstance(data, Path):
-        _, profile = profile_file(data, features)
+        _, profile = profile_file(data, features, labels=labels)
     else:
         suffix = ".parquet" if data[:4] == PARQUET_MAGIC else ".csv"
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / f"reference{suffix}"
             path.write_bytes(data)
-            _, profile = profile_file(path, features)
+            _, profile = profile_file(path, features, labels=labels)
     return store.save_profile(model_id, profile, source, now)

@@ -1,7 +1,7 @@
 """``driftline replay``: the worker's processing over a file of events, for backtesting.
 
-No broker or database: events are read in file order and go through the same
-``StreamProcessor`` as the worker, in batches (the results do not depend on how
+No broker or database: events (predictions and labels) are read in file order and go
+through the same ``StreamProcessor`` as the worker, in batches (the results do not depend on how
 events are batched). Retraining events are stamped with their window's end, so a
 replay prints the same thing every time.
 """
@@ -19,22 +19,25 @@ import pyarrow.parquet as pq
 
 from driftline.exceptions import ReferenceDataError
 from driftline.monitoring import Monitor
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.batch import BatchResult, StreamProcessor
 from driftline.stream.deadletter import SourceMessage
 
 BATCH = 1000
+#: What a replay yields: window reports (drift, performance) and the triggers they fired.
+Output = DriftReport | PerformanceReport | RetrainingEvent
 #: Columns of a Parquet events file that are not features.
-EVENT_COLUMNS = ("model_id", "model_version", "event_id", "ts", "prediction", "segment")
+EVENT_COLUMNS = ("model_id", "model_version", "event_id", "ts", "prediction", "segment", "label")
 
 
 def read_events(path: Path) -> Iterator[SourceMessage]:
-    """Messages from a JSON-lines file (one PredictionEvent or EventBatch per line) or Parquet.
+    """Messages from a JSON-lines file (one PredictionEvent, LabelEvent or EventBatch per
+    line) or Parquet.
 
     In Parquet, each row is one event: the columns ``model_id``, ``event_id``, ``ts``
-    (and optionally ``model_version``, ``prediction``, ``segment``), with the features
-    either in a struct column ``features`` or as all the other columns.
+    (and optionally ``model_version``, ``prediction``, ``segment``, ``label``), with the
+    features either in a struct column ``features`` or as all the other columns.
     """
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
@@ -74,9 +77,7 @@ class Replay:
         self.dead_lettered: dict[str, int] = {}
         self.skipped = 0
 
-    def run(
-        self, messages: Iterator[SourceMessage], flush: bool = False
-    ) -> Iterator[DriftReport | RetrainingEvent]:
+    def run(self, messages: Iterator[SourceMessage], flush: bool = False) -> Iterator[Output]:
         batch: list[SourceMessage] = []
         for message in messages:
             batch.append(message)
@@ -88,14 +89,20 @@ class Replay:
         if flush:
             yield from self._outputs(self.processor.flush(_EPOCH))
 
-    def _outputs(self, result: BatchResult) -> Iterator[DriftReport | RetrainingEvent]:
+    def _outputs(self, result: BatchResult) -> Iterator[Output]:
         for letter in result.dead:
             self.dead_lettered[letter.reason] = self.dead_lettered.get(letter.reason, 0) + 1
         self.skipped += result.skipped
-        triggers = {(t.data.model_id, t.data.window_end): t for t in result.triggers}
-        for report in result.reports:
+        triggers: dict[tuple[str, datetime | None, str], RetrainingEvent] = {
+            (t.data.model_id, t.data.window_end, t.data.source): t for t in result.triggers
+        }
+        reports: list[tuple[DriftReport | PerformanceReport, str]] = [
+            (r, "drift") for r in result.reports
+        ]
+        reports += [(r, "performance") for r in result.performance]
+        for report, source in reports:
             yield report
-            trigger = triggers.get((report.model_id, report.window_end))
+            trigger = triggers.get((report.model_id, report.window_end, source))
             if trigger is not None:
                 yield trigger.model_copy(update={"timestamp": trigger.data.window_end})
 
@@ -103,10 +110,13 @@ class Replay:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def as_json_line(item: DriftReport | RetrainingEvent) -> bytes:
-    """``{"type": "window", ...report}`` or ``{"type": "trigger", ...trigger data}``."""
+def as_json_line(item: Output) -> bytes:
+    """``{"type": "window", ...report}``, ``{"type": "performance", ...report}`` or
+    ``{"type": "trigger", ...trigger data}``."""
     if isinstance(item, DriftReport):
         body: dict[str, Any] = {"type": "window", **item.model_dump(mode="json")}
+    elif isinstance(item, PerformanceReport):
+        body = {"type": "performance", **item.model_dump(mode="json")}
     else:
         dumped = item.model_dump(mode="json")
         body = {

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftline.schemas.monitors import WindowSpec
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 
 
@@ -45,6 +45,10 @@ class Models(_Body):
 
 class Reports(_Body):
     reports: list[DriftReport]
+
+
+class PerformanceReports(_Body):
+    reports: list[PerformanceReport]
 
 
 class Trigger(_Body):
@@ -192,8 +196,33 @@ class EpisodeRequest(_Body):
 class Episode(_Body):
     episode_id: str
     started_at: str
-    source: Literal["drift", "alertmanager"]
+    source: Literal["drift", "performance", "alertmanager"]
     requests: list[EpisodeRequest]
+
+
+class JoinCounts(_Body):
+    joined: int
+    expired_predictions: int = Field(description="Predictions whose label never came in time.")
+    evicted_predictions: int = Field(description="Predictions dropped for labels.max_pending.")
+    evicted_labels: int
+
+
+class ConceptState(_Body):
+    detector: Literal["adwin", "page_hinkley"]
+    detections: int
+    estimation: float | None = Field(description="ADWIN's current mean loss.")
+
+
+class LabelsState(_Body):
+    pending_predictions: int
+    pending_labels: int
+    counts: JoinCounts
+    concept: ConceptState | None
+    current_window: PerformanceReport | None = Field(
+        description="The performance window in progress (its labels may still come)."
+    )
+    episode: EpisodeState
+    reports: list[PerformanceReport]
 
 
 class ModelState(_Body):
@@ -206,3 +235,6 @@ class ModelState(_Body):
     episode: EpisodeState
     reports: list[DriftReport]
     episodes: list[Episode]
+    labels: LabelsState | None = Field(
+        None, description="With a labels section: joins, concept drift and performance."
+    )

@@ -86,6 +86,22 @@ class WindowReportRow(Base):
     created_at: Mapped[datetime]
 
 
+class PerformanceReportRow(Base):
+    """One closed performance window (labelled predictions)."""
+
+    __tablename__ = "performance_reports"
+    __table_args__ = (UniqueConstraint("model_id", "window_end"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(256))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    labelled: Mapped[int]
+    degraded: Mapped[bool]
+    report: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
 class ModelStateRow(Base):
     """The latest snapshot of a model's windows and policy, and the partition it came from."""
 
@@ -118,7 +134,7 @@ class TriggerRow(Base):
     model_id: Mapped[str] = mapped_column(String(256), index=True)
     episode_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))  # fired | suppressed
-    source: Mapped[str] = mapped_column(String(16))  # drift | alertmanager
+    source: Mapped[str] = mapped_column(String(16))  # drift | performance | alertmanager
     severity: Mapped[str] = mapped_column(String(64))
     #: The window that fired; for alert triggers, when the alert started.
     window_end: Mapped[datetime]

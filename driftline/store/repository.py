@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftline.detectors.profile import ReferenceProfile
 from driftline.exceptions import ConfigError, StoreError
 from driftline.schemas.monitors import MonitorSpec, Target
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store.migrate import upgrade
 from driftline.store.models import (
@@ -28,6 +28,7 @@ from driftline.store.models import (
     DisabledEndpointRow,
     ModelStateRow,
     MonitorRow,
+    PerformanceReportRow,
     ReferenceProfileRow,
     TriggerRow,
     WindowReportRow,
@@ -394,9 +395,11 @@ class Store:
         now: datetime,
         snapshots: Mapping[str, Snapshot] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
+        performance: Sequence[PerformanceReport] = (),
     ) -> None:
-        """Window reports, triggers, their outbox rows, model snapshots and consumed offsets,
-        in one transaction: after a crash, either all of a batch's effects are stored or none.
+        """Window reports (drift and performance), triggers, their outbox rows, model
+        snapshots and consumed offsets, in one transaction: after a crash, either all of a
+        batch's effects are stored or none.
 
         A window reported again (reprocessing) replaces its report; a trigger already
         recorded is not recorded or delivered again; a suppressed one is recorded and
@@ -420,6 +423,24 @@ class Store:
                         n=report.n,
                         drifted=report.drifted,
                         report=report.model_dump(mode="json"),
+                        created_at=now,
+                    )
+                )
+            for window in performance:
+                session.execute(
+                    delete(PerformanceReportRow).where(
+                        PerformanceReportRow.model_id == window.model_id,
+                        PerformanceReportRow.window_end == window.window_end,
+                    )
+                )
+                session.add(
+                    PerformanceReportRow(
+                        model_id=window.model_id,
+                        window_start=window.window_start,
+                        window_end=window.window_end,
+                        labelled=window.labelled,
+                        degraded=window.drifted,
+                        report=window.model_dump(mode="json"),
                         created_at=now,
                     )
                 )
@@ -574,13 +595,17 @@ class Store:
             reports = session.execute(
                 delete(WindowReportRow).where(WindowReportRow.created_at < reports_before)
             )
+            performance = session.execute(
+                delete(PerformanceReportRow).where(PerformanceReportRow.created_at < reports_before)
+            )
             session.execute(
                 delete(DeliveryAttemptRow).where(DeliveryAttemptRow.delivery_id.in_(finished))
             )
             deliveries = session.execute(
                 delete(DeliveryRowModel).where(DeliveryRowModel.id.in_(finished))
             )
-            return int(reports.rowcount or 0), int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
+            pruned = int(reports.rowcount or 0) + int(performance.rowcount or 0)  # type: ignore[attr-defined]
+            return pruned, int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
 
     def disable_endpoint(self, url: str, reason: str, now: datetime) -> None:
         """Stop sending to ``url`` (it answered 410 Gone); kept until removed from the table."""
@@ -644,6 +669,20 @@ class Store:
             query = query.where(WindowReportRow.model_id == model_id)
         if models is not None:
             query = query.where(WindowReportRow.model_id.in_(list(models)))
+        with self._sessions() as session:
+            return list(session.scalars(query.limit(limit)))
+
+    def performance_reports(
+        self, model_id: str, limit: int = 20, degraded: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest performance windows of a model, newest first."""
+        query = (
+            select(PerformanceReportRow.report)
+            .where(PerformanceReportRow.model_id == model_id)
+            .order_by(PerformanceReportRow.window_end.desc(), PerformanceReportRow.id.desc())
+        )
+        if degraded is not None:
+            query = query.where(PerformanceReportRow.degraded == degraded)
         with self._sessions() as session:
             return list(session.scalars(query.limit(limit)))
 

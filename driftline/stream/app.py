@@ -24,7 +24,7 @@ from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
 from driftline.stream.deadletter import DeadLetter, SourceMessage
-from driftline.stream.metrics import DriftCollector, Metrics
+from driftline.stream.metrics import DriftCollector, Metrics, OutcomeCollector
 from driftline.stream.service import DriftService
 from driftline.stream.topics import Topics
 from driftline.stream.web import register_views
@@ -150,7 +150,10 @@ def create_app(
         producer_acks=-1,
         web_application_options={"client_max_size": int(settings.api_max_upload_mb * 2**20)},
     )
-    predictions = app.topic(topics.predictions, key_serializer="raw", value_serializer="raw")
+    # One agent over both: co-partitioned, so partition N of each comes to one worker.
+    events = app.topic(
+        topics.predictions, topics.labels, key_serializer="raw", value_serializer="raw"
+    )
     dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
 
     async def dead_letter(letters: Sequence[DeadLetter]) -> None:
@@ -177,6 +180,7 @@ def create_app(
         dead_letter,
         settings.snapshot_every_events,
         settings.snapshot_every_s,
+        home_topics={topics.labels: topics.predictions},
     )
 
     def assigned_partitions() -> int:
@@ -210,8 +214,9 @@ def create_app(
             consumer_lag,
         )
     )
+    registry.register(OutcomeCollector(service.outcome_gauges))
 
-    @app.agent(predictions, concurrency=1)
+    @app.agent(events, concurrency=1)
     async def monitor_predictions(stream: faust.StreamT[bytes]) -> None:
         # noack_take never acks by itself: each batch is acked here, only once handle()
         # has made its effects durable. A batch interrupted (SIGTERM, crash) is never

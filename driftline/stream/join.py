@@ -160,9 +160,14 @@ class LabelJoin:
                 ids.popitem(last=False)
 
     @property
+    def waiting(self) -> tuple[int, int]:
+        """Predictions waiting for their label, and early labels waiting for a prediction."""
+        return len(self._predictions), len(self._labels)
+
+    @property
     def pending(self) -> int:
         """What waits to join: predictions and early labels."""
-        return len(self._predictions) + len(self._labels)
+        return sum(self.waiting)
 
     @property
     def held(self) -> int:

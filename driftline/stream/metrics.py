@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from driftline.schemas.monitors import MonitorSpec
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 
 
 class DriftCollector(Collector):
@@ -107,6 +108,71 @@ class DriftCollector(Collector):
             yield lag
 
 
+@dataclass(frozen=True)
+class OutcomeGauges:
+    """What the collector reads of one labelled model at scrape time."""
+
+    last: PerformanceReport | None
+    pending: int
+    detections: int
+
+
+class OutcomeCollector(Collector):
+    """Gauges of each labelled model: its last closed performance window, the joins
+    waiting, and concept-drift detections so far (a counter kept in its snapshot)."""
+
+    def __init__(self, outcomes: Callable[[], Mapping[str, OutcomeGauges]]) -> None:
+        self._outcomes = outcomes
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        performance = GaugeMetricFamily(
+            "driftline_model_performance",
+            "Metric of the last closed performance window (labelled predictions)",
+            labels=["model", "metric"],
+        )
+        reference = GaugeMetricFamily(
+            "driftline_model_performance_reference",
+            "The same metric on the reference data",
+            labels=["model", "metric"],
+        )
+        coverage = GaugeMetricFamily(
+            "driftline_label_coverage",
+            "Share of the last performance window's predictions whose label came",
+            labels=["model"],
+        )
+        degraded = GaugeMetricFamily(
+            "driftline_performance_degraded",
+            "1 when the last closed performance window was degraded",
+            labels=["model"],
+        )
+        pending = GaugeMetricFamily(
+            "driftline_label_join_pending",
+            "Predictions and early labels waiting to be joined",
+            labels=["model"],
+        )
+        detections = CounterMetricFamily(
+            "driftline_concept_drift_detections",
+            "Concept drift detected on the per-prediction loss",
+            labels=["model"],
+        )
+        for model_id, state in self._outcomes().items():
+            pending.add_metric([model_id], float(state.pending))
+            detections.add_metric([model_id], float(state.detections))
+            report = state.last
+            if report is None:
+                continue
+            for name, value in report.metrics.items():
+                if value is not None:
+                    performance.add_metric([model_id, name], value)
+            for name, value in (report.reference_metrics or {}).items():
+                if value is not None:
+                    reference.add_metric([model_id, name], value)
+            if report.coverage is not None:
+                coverage.add_metric([model_id], report.coverage)
+            degraded.add_metric([model_id], float(report.drifted))
+        yield from (performance, reference, coverage, degraded, pending, detections)
+
+
 class Metrics:
     """The worker's counters and histograms (names in base units, ``_total`` on counters)."""
 
@@ -144,6 +210,18 @@ class Metrics:
             "driftline_windows_closed",
             "Windows closed and reported",
             ["model", "drifted"],
+            registry=registry,
+        )
+        self.labels = Counter(
+            "driftline_labels",
+            "Labels by outcome: joined, or refused (label_duplicate, label_expired, ...)",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.performance_windows = Counter(
+            "driftline_performance_windows_closed",
+            "Performance windows closed and reported",
+            ["model", "degraded"],
             registry=registry,
         )
         self.triggers = Counter(
@@ -185,7 +263,12 @@ class Metrics:
             self.events_late.labels(model_id)
             for drifted in ("true", "false"):
                 self.windows_closed.labels(model_id, drifted)
-            for source in ("drift", "alertmanager"):
+            if spec.labels is not None:
+                for outcome in LABEL_OUTCOMES:
+                    self.labels.labels(model_id, outcome)
+                for degraded in ("true", "false"):
+                    self.performance_windows.labels(model_id, degraded)
+            for source in ("drift", "performance", "alertmanager"):
                 for status in ("fired", "suppressed"):
                     self.triggers.labels(model_id, source, status)
             for target in spec.targets:
@@ -194,5 +277,26 @@ class Metrics:
 
 
 #: Why events are dead-lettered (the ``driftline-reason`` header).
-DEAD_LETTER_REASONS = ("decode", "schema", "feature_type", "late", "processing_error")
+DEAD_LETTER_REASONS = (
+    "decode",
+    "schema",
+    "feature_type",
+    "late",
+    "processing_error",
+    "label_schema",
+    "label_type",
+    "label_duplicate",
+    "label_expired",
+    "label_unknown",
+    "labels_not_configured",
+)
+#: What became of a label (``driftline_labels_total``).
+LABEL_OUTCOMES = (
+    "joined",
+    "late",
+    "label_type",
+    "label_duplicate",
+    "label_expired",
+    "label_unknown",
+)
 ALERT_OUTCOMES = ("fired", "suppressed", "duplicate", "resolved", "ignored")

@@ -109,6 +109,7 @@ def openapi_document() -> dict[str, Any]:
         api.ReferenceList,
         api.OneReference,
         api.ModelState,
+        api.PerformanceReports,
     ]
     _, definitions = models_json_schema(
         [(m, "serialization") for m in models]
@@ -196,7 +197,7 @@ def openapi_document() -> dict[str, Any]:
             "post": _operation(
                 "Make a stored version the active reference",
                 api.OneMonitor,
-                ("403", "404"),
+                ("403", "404", "409"),
                 parameters=[
                     model,
                     {
@@ -215,6 +216,20 @@ def openapi_document() -> dict[str, Any]:
                 api.ModelState,
                 ("400", "404", "409"),
                 parameters=[model, _LIMIT],
+            )
+        },
+        "/v1/models/{model_id}/performance": {
+            "get": _operation(
+                "Performance windows (labelled predictions), newest first",
+                api.PerformanceReports,
+                ("400", "404"),
+                parameters=[
+                    model,
+                    _LIMIT,
+                    _query(
+                        "degraded", "Only degraded (or not) windows.", {"enum": ["true", "false"]}
+                    ),
+                ],
             )
         },
         "/v1/reports": {

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftline.monitoring import Monitor
-from driftline.schemas.reports import DriftReport
+from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store import Snapshot, Store
 from driftline.stream.batch import BatchResult, StreamProcessor
 from driftline.stream.deadletter import DeadLetter, SourceMessage
-from driftline.stream.metrics import Metrics
+from driftline.stream.metrics import Metrics, OutcomeGauges
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +39,7 @@ class _Pending:
     """Effects processed but not yet stored, and the acks that wait for them."""
 
     reports: list[DriftReport] = field(default_factory=list)
+    performance: list[PerformanceReport] = field(default_factory=list)
     triggers: list[RetrainingEvent] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     partitions: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -50,6 +51,7 @@ class _Pending:
         self, result: BatchResult, fresh: Sequence[SourceMessage], on_durable: Acknowledge | None
     ) -> None:
         self.reports.extend(result.reports)
+        self.performance.extend(result.performance)
         self.triggers.extend(result.triggers)
         self.partitions.update(result.partitions)
         for message in fresh:
@@ -74,8 +76,11 @@ class DriftService:
         dead_letter: DeadLetterSender,
         snapshot_every_events: int = 0,
         snapshot_every_s: float = 0.0,
+        home_topics: Mapping[str, str] | None = None,
     ) -> None:
-        self.processor = StreamProcessor(monitors)
+        #: ``home_topics``: topics co-partitioned with another (labels -> predictions);
+        #: a model's snapshot is kept under its home partition, whichever topic it came on.
+        self.processor = StreamProcessor(monitors, home_topics)
         self.monitors = self.processor.monitors
         self.states = self.processor.states
         self.store = store
@@ -100,6 +105,18 @@ class DriftService:
 
     def last_reports(self) -> dict[str, DriftReport | None]:
         return {model_id: state.last_report for model_id, state in self.states.items()}
+
+    def outcome_gauges(self) -> dict[str, OutcomeGauges]:
+        """Each labelled model's last performance window, waiting joins and detections."""
+        return {
+            model_id: OutcomeGauges(
+                o.last_report,
+                o.join.pending,
+                0 if o.detector is None else o.detector.detections,
+            )
+            for model_id, state in self.states.items()
+            if (o := state.outcomes) is not None
+        }
 
     def watermarks(self) -> dict[str, float]:
         return {
@@ -131,6 +148,9 @@ class DriftService:
                 self.metrics.events_processed.labels(model_id).inc(accepted)
             for model_id, late in result.late.items():
                 self.metrics.events_late.labels(model_id).inc(late)
+            for model_id, outcomes in result.labels.items():
+                for outcome, count in outcomes.items():
+                    self.metrics.labels.labels(model_id, outcome).inc(count)
             self.metrics.events_skipped.inc(result.skipped)
             if result.dead:
                 await self._dead_letter(result.dead)
@@ -164,9 +184,7 @@ class DriftService:
                 model_id: Snapshot(*partition, self.states[model_id].to_state())
                 for model_id, partition in pending.partitions.items()
             }
-            await self._write(
-                pending.reports, pending.triggers, datetime.now(UTC), snapshots, pending.offsets
-            )
+            await self._write(pending, datetime.now(UTC), snapshots)
             self._offsets.update(pending.offsets)
             self._partition_of.update(pending.partitions)
         for acknowledge in pending.acks:
@@ -176,6 +194,9 @@ class DriftService:
             self.metrics.windows_closed.labels(report.model_id, str(report.drifted).lower()).inc()
             if report.segment is None:
                 self.last_closed[report.model_id] = closed_at
+        for performance in pending.performance:
+            degraded = str(performance.drifted).lower()
+            self.metrics.performance_windows.labels(performance.model_id, degraded).inc()
         for trigger in pending.triggers:
             data = trigger.data
             self.metrics.triggers.labels(data.model_id, data.source, data.status).inc()
@@ -190,8 +211,14 @@ class DriftService:
             )
 
     async def _load_partitions(self, partitions: set[tuple[str, int]]) -> None:
-        """Restore the snapshots of partitions seen for the first time (since assignment)."""
-        for topic, partition in sorted(partitions - self._loaded):
+        """Restore the snapshots of partitions seen for the first time (since assignment).
+
+        A labels partition brings its home (predictions) partition first: the snapshots
+        of its models are kept there, and must be restored before their labels count.
+        """
+        homes = self.processor.home_topics
+        wanted = {(homes[t], p) for t, p in partitions if t in homes} | partitions
+        for topic, partition in sorted(wanted - self._loaded, key=lambda tp: tp[0] in homes):
             offset, snapshots = await self._retry(self.store.load_partition, topic, partition)
             for model_id, state in snapshots.items():
                 if model_id not in self.states:
@@ -259,17 +286,19 @@ class DriftService:
                 del self._partition_of[model_id]
 
     async def _write(
-        self,
-        reports: list[DriftReport],
-        triggers: list[RetrainingEvent],
-        now: datetime,
-        snapshots: dict[str, Snapshot],
-        offsets: dict[tuple[str, int], int],
+        self, pending: _Pending, now: datetime, snapshots: dict[str, Snapshot]
     ) -> None:
         """Write until it succeeds: the batch must not be acked before its effects are stored."""
         targets = {model_id: m.spec.targets for model_id, m in self.monitors.items()}
         await self._retry(
-            self.store.record_results, reports, triggers, targets, now, snapshots, offsets
+            self.store.record_results,
+            pending.reports,
+            pending.triggers,
+            targets,
+            now,
+            snapshots,
+            pending.offsets,
+            pending.performance,
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

@@ -20,6 +20,11 @@ class Topics:
         return f"{self.prefix}.predictions"
 
     @property
+    def labels(self) -> str:
+        """Delayed labels, keyed by model_id like the predictions (same partition count)."""
+        return f"{self.prefix}.labels"
+
+    @property
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
 
@@ -29,20 +34,44 @@ class Topics:
         return f"{self.prefix}.retraining"
 
     def all(self) -> list[str]:
-        return [self.predictions, self.dlq]
+        return [self.predictions, self.labels, self.dlq]
 
 
 def ensure_topics(
-    bootstrap: str, names: Sequence[str], partitions: int, timeout_s: float = 15.0
+    bootstrap: str,
+    names: Sequence[str],
+    partitions: int,
+    timeout_s: float = 15.0,
+    copartitioned: Sequence[str] = (),
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    ``copartitioned`` topics (predictions and labels) must have one partition count, so
+    that partition N of each goes to the same worker: a missing one is created with the
+    count of those that exist, and different counts are an error.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        existing = {
+            name: len(meta.partitions)
+            for name, meta in admin.list_topics(timeout=timeout_s).topics.items()
+        }
     except KafkaException as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    counts = {name: existing[name] for name in copartitioned if name in existing}
+    if len(set(counts.values())) > 1:
+        found = ", ".join(f"{name} has {count}" for name, count in counts.items())
+        raise BrokerError(
+            f"topics {', '.join(copartitioned)} must have the same number of partitions "
+            f"(a model's labels go to the worker that has its predictions): {found}"
+        )
+    shared = next(iter(counts.values()), partitions)
     wanted = [
-        NewTopic(n, num_partitions=partitions, replication_factor=-1)
+        NewTopic(
+            n,
+            num_partitions=shared if n in copartitioned else partitions,
+            replication_factor=-1,
+        )
         for n in names
         if n not in existing
     ]

@@ -32,8 +32,10 @@ from driftline.schemas.monitors import FeatureSpec, MonitorSpec, describe_config
 from driftline.settings import Settings
 from driftline.store.repository import MonitorConflict, MonitorRecord
 from driftline.stream.openapi import openapi_document
+from driftline.stream.outcomes import OutcomeState
 from driftline.stream.service import DriftService
 from driftline.triggers.alerts import receive
+from driftline.triggers.policy import EpisodePolicy
 
 PROBLEM_JSON = "application/problem+json"
 #: Row ids are 32-bit integers in every supported database.
@@ -220,7 +222,6 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                     409, "Not running", f"model_id: {model_id!r} is paused or has no reference"
                 )
             state = service.states[model_id]
-            policy = state.policy
             reports, triggers = await asyncio.to_thread(
                 lambda: (
                     store.reports(model_id, limit),
@@ -234,17 +235,54 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                 "consumed_here": model_id in service.consumed_models(),
                 "watermark": service.watermarks().get(model_id),
                 "current_window": None if current is None else current.model_dump(mode="json"),
-                "episode": {
-                    "open": policy.episode_open,
-                    "episode_id": policy.episode_id,
-                    "fired": policy.episode_fired,
-                    "consecutive_drifted_windows": policy.consecutive_drifted,
-                    "consecutive_clean_windows": policy.consecutive_clean,
-                },
+                "episode": episode_state(state.policy),
                 "reports": reports,
                 "episodes": episodes_of(triggers),
+                "labels": None
+                if state.outcomes is None
+                else await labels_state(state.outcomes, model_id, limit, state.model_version),
             }
             return self.json(body)
+
+    async def labels_state(
+        outcomes: OutcomeState, model_id: str, limit: int, model_version: str | None
+    ) -> dict[str, Any]:
+        reports = await asyncio.to_thread(store.performance_reports, model_id, limit)
+        current = outcomes.current_report(model_version)
+        detector = outcomes.detector
+        predictions, labels = outcomes.join.waiting
+        return {
+            "pending_predictions": predictions,
+            "pending_labels": labels,
+            "counts": vars(outcomes.join.counts),
+            "concept": None
+            if detector is None
+            else {
+                "detector": detector.kind,
+                "detections": detector.detections,
+                "estimation": detector.estimation,
+            },
+            "current_window": None if current is None else current.model_dump(mode="json"),
+            "episode": episode_state(outcomes.policy),
+            "reports": reports,
+        }
+
+    @app.page("/v1/models/{model_id}/performance")
+    class Performance(View):
+        @api("read")
+        async def get(self, request: Request, principal: Principal, model_id: str) -> Response:
+            own_model(principal, model_id)
+            limit = _limit(request)
+            degraded = request.query.get("degraded")
+            if degraded not in (None, "true", "false"):
+                raise Problem(400, "Invalid query", f"degraded: true or false, got {degraded!r}")
+            reports = await asyncio.to_thread(
+                store.performance_reports,
+                model_id,
+                limit,
+                None if degraded is None else degraded == "true",
+            )
+            return self.json({"reports": reports})
 
     @app.page("/v1/reports")
     class Reports(View):
@@ -457,6 +495,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                     data,
                     name[:200],
                     datetime.now(UTC),
+                    MonitorSpec.model_validate(record.spec).labels,
                 )
             except ReferenceDataError as exc:
                 raise Problem(400, "Invalid reference data", f"body: {exc}") from None
@@ -474,9 +513,18 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
         async def post(
             self, request: Request, principal: Principal, model_id: str, version: str
         ) -> Response:
-            await owned_monitor(principal, model_id)
+            monitor = await owned_monitor(principal, model_id)
             record = None
             if _ID.match(version) and int(version) <= MAX_ID:
+                loaded = await asyncio.to_thread(store.load_profile, model_id, int(version))
+                labels = MonitorSpec.model_validate(monitor.spec).labels
+                if loaded is not None and labels is not None and loaded[1].outcomes is None:
+                    raise Problem(
+                        409,
+                        "Labels needed",
+                        f"version: reference {version} has no labels, and the monitor has a "
+                        "labels section",
+                    )
                 record = await asyncio.to_thread(
                     store.activate_reference, model_id, int(version), datetime.now(UTC)
                 )
@@ -510,6 +558,13 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                 "Not here",
                 "from: the window in progress is held by the worker that consumes the "
                 "model's partition; this one does not (retry, or upload a file)",
+            )
+        if service.monitors[model_id].spec.labels is not None:
+            raise Problem(
+                409,
+                "Labels needed",
+                "from: a monitor with labels needs a reference with labels and predictions; "
+                "upload a file with those columns",
             )
         current = service.states[model_id].current_profile()
         if current is None:
@@ -569,6 +624,16 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                         outcome.model_id, "alertmanager", outcome.outcome
                     ).inc()
             return self.json({"alerts": [asdict(o) for o in outcomes]})
+
+
+def episode_state(policy: EpisodePolicy) -> dict[str, Any]:
+    return {
+        "open": policy.episode_open,
+        "episode_id": policy.episode_id,
+        "fired": policy.episode_fired,
+        "consecutive_drifted_windows": policy.consecutive_drifted,
+        "consecutive_clean_windows": policy.consecutive_clean,
+    }
 
 
 def episodes_of(triggers: list[dict[str, Any]]) -> list[dict[str, Any]]:

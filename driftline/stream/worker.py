@@ -107,7 +107,12 @@ def run_worker(settings: Settings) -> None:
             t.topic for m in monitors.values() for t in m.spec.targets if t.type == "kafka"
         }
         names = [*topics.all(), *sorted(n for n in retraining if n is not None)]
-        ensure_topics(bootstrap, names, settings.topic_partitions)
+        ensure_topics(
+            bootstrap,
+            names,
+            settings.topic_partitions,
+            copartitioned=[topics.predictions, topics.labels],
+        )
         app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs)
         worker = faust.Worker(
             app,
