@@ -401,18 +401,17 @@ def reference_build(model_id: str, data: Path, activate: bool) -> None:
     """Profile a data file for the monitor's features and store it (as the API does)."""
     from datetime import UTC, datetime
 
-    from driftline.registry import build_reference
-    from driftline.schemas.monitors import MonitorSpec
+    from driftline.registry import build_reference, labels_of
+    from driftline.schemas.monitors import FeatureSpec
 
     with _store() as store:
         record = store.monitor_record(model_id)
         if record is None:
             raise click.ClickException(f"no monitor {model_id}: create it first")
-        spec = MonitorSpec.model_validate(record.spec)
+        features = [FeatureSpec.model_validate(f) for f in record.spec.get("features") or []]
         now = datetime.now(UTC)
-        version = build_reference(
-            store, model_id, spec.features or [], data, data.name, now, spec.labels
-        )
+        labels = labels_of(record)
+        version = build_reference(store, model_id, features, data, data.name, now, labels)
         if activate:
             store.activate_reference(model_id, version, now)
         (built,) = [v for v in store.reference_versions(model_id) if v["version"] == version]

@@ -72,6 +72,13 @@ def runnable(
     return monitor
 
 
+def labels_of(record: MonitorRecord) -> LabelsSpec | None:
+    """A stored monitor's labels section (without validating the rest: its targets may
+    name secrets this process does not have)."""
+    labels = record.spec.get("labels")
+    return None if labels is None else LabelsSpec.model_validate(labels)
+
+
 def build_reference(
     store: Store,
     model_id: str,

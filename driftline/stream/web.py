@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from driftline.auth import Principal, RateLimiter, Scope, matches, parse_key
 from driftline.exceptions import ReferenceDataError
-from driftline.registry import build_reference
+from driftline.registry import build_reference, labels_of
 from driftline.schemas.alertmanager import Notification
 from driftline.schemas.monitors import FeatureSpec, MonitorSpec, describe_config_error
 from driftline.settings import Settings
@@ -495,7 +495,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                     data,
                     name[:200],
                     datetime.now(UTC),
-                    MonitorSpec.model_validate(record.spec).labels,
+                    labels_of(record),
                 )
             except ReferenceDataError as exc:
                 raise Problem(400, "Invalid reference data", f"body: {exc}") from None
@@ -517,7 +517,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
             record = None
             if _ID.match(version) and int(version) <= MAX_ID:
                 loaded = await asyncio.to_thread(store.load_profile, model_id, int(version))
-                labels = MonitorSpec.model_validate(monitor.spec).labels
+                labels = labels_of(monitor)
                 if loaded is not None and labels is not None and loaded[1].outcomes is None:
                     raise Problem(
                         409,

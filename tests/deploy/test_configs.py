@@ -17,9 +17,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.schemas.monitors import MonitorsConfig
-from driftline.stream.metrics import DriftCollector, Metrics
+from driftline.stream.batch import StreamProcessor
+from driftline.stream.metrics import DriftCollector, Metrics, OutcomeCollector, OutcomeGauges
 from tests.conftest import unavailable
 from tests.unit.helpers import SECRET, make_monitor
+from tests.unit.labelled import labelled_monitor
+from tests.unit.test_outcomes import interleaved
+from tests.unit.test_outcomes import run as run_stream
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -120,6 +124,10 @@ def exported_names() -> set[str]:
             lambda: {("t", 0): 3},
         )
     )
+    labelled = labelled_monitor(policy={"performance": {"metric": "f1"}})
+    metrics.initialize({"m": labelled.spec})
+    last = run_stream(StreamProcessor({"m": labelled}), interleaved(n=4000))[0][-1]
+    registry.register(OutcomeCollector(lambda: {"m": OutcomeGauges(last, 5, 1)}))
     text = generate_latest(registry).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 

@@ -4,7 +4,9 @@ episode's one trigger and the stored offsets of both topics exact against a repl
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.topics import Topics, ensure_topics
+from tests.integration.keys import bearer, create_key
 from tests.integration.test_recovery import Store, wait_for
 from tests.unit.helpers import SECRET
 from tests.unit.labelled import probability, same_reports, truth
@@ -98,9 +101,11 @@ def chunks() -> list[list[tuple[str, bytes]]]:
 
 
 def offsets(store: Store) -> dict[str, int]:
-    topics = store.column("SELECT topic FROM consumer_offsets ORDER BY topic")
-    values = store.column('SELECT "offset" FROM consumer_offsets ORDER BY topic')
-    return {t.rsplit(".", 1)[-1]: int(v) for t, v in zip(topics, values, strict=True)}
+    """The stored offset of each topic (one partition), by its last name part."""
+    rows = store.column(
+        "SELECT topic || ':' || CAST(\"offset\" AS VARCHAR(20)) FROM consumer_offsets"
+    )
+    return {row.split(":")[0].rsplit(".", 1)[-1]: int(row.split(":")[1]) for row in rows}
 
 
 def performance(store: Store) -> list[PerformanceReport]:
@@ -111,6 +116,30 @@ def performance(store: Store) -> list[PerformanceReport]:
         )
         for r in rows
     ]
+
+
+def get(url: str, key: str | None = None) -> Any:
+    request = urllib.request.Request(url, headers=bearer(key) if key else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return body.decode() if key is None else json.loads(body)
+
+
+def check_api(api: str, database_url: str) -> None:
+    """What an operator sees of the labels: API, state and metrics."""
+    key = create_key(database_url)
+    degraded = get(f"{api}/v1/models/{MODEL}/performance?degraded=true", key)["reports"]
+    assert degraded
+    assert all(r["drifted"] for r in degraded)
+    assert degraded[0]["check"]["metric"] == "f1"
+    labels = get(f"{api}/v1/models/{MODEL}/state", key)["labels"]
+    assert labels["counts"]["joined"] > 0
+    assert labels["concept"] is None
+    assert labels["pending_predictions"] > 0  # the last minute's labels never came
+    assert [e for e in labels["reports"] if e["drifted"]]
+    metrics = get(f"{api}/metrics")
+    assert f'driftline_labels_total{{model="{MODEL}",outcome="joined"}}' in metrics
+    assert f'driftline_model_performance{{metric="f1",model="{MODEL}"}}' in metrics
 
 
 def test_labels_join_across_restarts_exactly(
@@ -143,22 +172,27 @@ def test_labels_join_across_restarts_exactly(
     produced = {"predictions": -1, "labels": -1}
     kill_after = {6, 13}  # minutes after which the worker is killed mid-chunk
     worker = WorkerProcess(settings, log).start()
-    for minute, chunk in enumerate(plan):
-        for topic, value in chunk:
-            producer.produce(getattr(topics, topic), key=MODEL, value=value)
-            produced[topic] += 1
-        assert producer.flush(30) == 0
-        if minute in kill_after:
-            # Partway into this minute's messages: joins are pending; kill without warning.
-            target = produced["predictions"] - rng.randint(1, 4)
-            wait_for(lambda t=target: offsets(store).get("predictions", -1) >= t, worker, 60)  # type: ignore[misc]
-            worker.kill()
-            worker = WorkerProcess(settings, log).start()
-        # Keep the worker within a minute of the producer, as live traffic would be.
-        sent = {topic: last for topic, last in produced.items() if last >= 0}
-        wait_for(lambda s=sent: offsets(store) == s, worker, 90)  # type: ignore[misc]
-    del producer
-    assert worker.stop() == 0, worker.log_tail()
+    try:
+        for minute, chunk in enumerate(plan):
+            for topic, value in chunk:
+                producer.produce(getattr(topics, topic), key=MODEL, value=value)
+                produced[topic] += 1
+            assert producer.flush(30) == 0
+            if minute in kill_after:
+                # Partway into this minute's messages, joins pending: kill without warning.
+                target = produced["predictions"] - rng.randint(1, 4)
+                wait_for(lambda t=target: offsets(store).get("predictions", -1) >= t, worker, 60)  # type: ignore[misc]
+                worker.kill()
+                worker = WorkerProcess(settings, log).start()
+            # Keep the worker within a minute of the producer, as live traffic would be.
+            sent = {topic: last for topic, last in produced.items() if last >= 0}
+            wait_for(lambda s=sent: offsets(store) == s, worker, 90)  # type: ignore[misc]
+        del producer
+        check_api(worker.api, database_url)
+    finally:
+        code = worker.stop()
+        store.engine.dispose()
+    assert code == 0, worker.log_tail()
     assert log.read_text().count("resuming after offset") >= 3
 
     (spec,) = load_monitors(monitors).models
@@ -166,12 +200,14 @@ def test_labels_join_across_restarts_exactly(
     expected = list(replay.run(read_events(tmp_path / "events.jsonl")))
     assert replay.dead_lettered == {}
     windows = [r for r in expected if isinstance(r, PerformanceReport)]
-    assert same_reports(performance(store), windows)
+    stored_windows = performance(store)
+    triggers = [t for t in expected if isinstance(t, RetrainingEvent)]
+    stored = store.column("SELECT trigger_id FROM triggers")
+    deliveries = store.column("SELECT trigger_id FROM deliveries")
+    store.engine.dispose()
+    assert same_reports(stored_windows, windows)
     assert any(w.drifted for w in windows)
     assert all(w.coverage == 1.0 for w in windows if w.window_end.timestamp() < START + 60 * 18)
-    triggers = [t for t in expected if isinstance(t, RetrainingEvent)]
     assert [t.data.source for t in triggers].count("performance") == 1
-    stored = store.column("SELECT trigger_id FROM triggers")
     assert sorted(stored) == sorted(t.data.trigger_id for t in triggers)
-    assert sorted(store.column("SELECT trigger_id FROM deliveries")) == sorted(stored)
-    store.engine.dispose()
+    assert sorted(deliveries) == sorted(stored)

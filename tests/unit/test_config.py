@@ -113,6 +113,9 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         "score",
     ]
     assert spec.thresholds.mode == "calibrated"
+    assert spec.labels is not None
+    assert (spec.labels.horizon, spec.labels.positive_class) == (30 * 86400.0, "fraud")
+    assert spec.policy.performance is not None
     assert spec.thresholds.correction == "bonferroni"
     assert spec.segments is not None
     assert spec.segments.values == ["eu", "us"]
@@ -170,4 +173,45 @@ def test_target_errors_name_the_field(
     with pytest.raises(ConfigError) as caught:
         load_monitors(write(tmp_path, {"models": [monitor(targets=[target])]}))
     assert f"{field}:" in str(caught.value)
+    assert message in str(caught.value)
+
+
+CLASSIFY = {"task": "classification"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"policy": {"performance": {"metric": "f1"}}},
+            "models[0]: policy.performance needs labels",
+        ),
+        (
+            {"labels": CLASSIFY, "policy": {"performance": {"metric": "mae"}}},
+            "policy.performance.metric mae is not a classification metric",
+        ),
+        (
+            {"labels": CLASSIFY, "policy": {"performance": {"metric": "log_loss"}}},
+            "log_loss needs labels.prediction: probability",
+        ),
+        (
+            {"labels": {"task": "regression", "classes": ["a", "b"]}},
+            "models[0].labels: classes and prediction: probability are for classification",
+        ),
+        (
+            {"labels": {**CLASSIFY, "prediction": "probability", "classes": ["a", "b", "c"]}},
+            "models[0].labels: prediction: probability needs exactly 2 classes",
+        ),
+        ({"labels": {**CLASSIFY, "horizon": "soon"}}, "models[0].labels.horizon: 'soon'"),
+        (
+            {"labels": CLASSIFY, "policy": {"performance": {"metric": "f1", "tolerance": -1}}},
+            "models[0].policy.performance.tolerance",
+        ),
+    ],
+)
+def test_labels_errors_name_the_field(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_monitors(write(tmp_path, {"models": [monitor(**overrides)]}))
     assert message in str(caught.value)

@@ -5,14 +5,21 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from driftline.detectors.profile import ReferenceProfile
+from driftline.exceptions import ReferenceDataError
+from driftline.monitoring import profile_file
 from driftline.schemas.events import decode_message
+from driftline.schemas.monitors import LabelsSpec
 from driftline.schemas.reports import PerformanceReport
 from driftline.stream.batch import BatchResult, StreamProcessor
 from tests.unit.labelled import (
@@ -21,7 +28,9 @@ from tests.unit.labelled import (
     label_message,
     labelled_monitor,
     prediction_messages,
+    probability,
     same_reports,
+    truth,
 )
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -242,3 +251,27 @@ def test_regression_reports_mae_and_rmse() -> None:
         assert report.metrics["mae"] == pytest.approx(0.8, abs=0.1)  # E|N(0,1)| = 0.798
         assert report.metrics["rmse"] == pytest.approx(1.0, abs=0.1)
         assert report.per_class is None
+
+
+def test_a_reference_file_gives_the_outcome_profile(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=2000)
+    path = tmp_path / "reference.parquet"
+    pq.write_table(
+        pa.table({"x": x, "label": truth(rng, x).tolist(), "prediction": probability(x)}), path
+    )
+    labels = LabelsSpec(task="classification", prediction="probability")
+    features, profile = profile_file(path, labels=labels)
+    assert [f.name for f in features] == ["x"]  # the outcome columns are not features
+    assert profile.outcomes is not None
+    assert profile.outcomes.scorer.classes == ("no", "yes")  # inferred from the labels
+    assert profile.outcomes.reference_value("accuracy") == pytest.approx(0.9, abs=0.02)
+    # Stored and loaded, it is the same profile (and fingerprint).
+    again = ReferenceProfile.from_state(json.loads(json.dumps(profile.to_state())))
+    assert again.fingerprint() == profile.fingerprint()
+    with pytest.raises(ReferenceDataError, match=r"labels\.reference_label: no column 'truth'"):
+        profile_file(path, labels=labels.model_copy(update={"reference_label": "truth"}))
+    one_class = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"x": x, "label": ["no"] * 2000, "prediction": x}), one_class)
+    with pytest.raises(ReferenceDataError, match=r"1 class\(es\); give labels.classes"):
+        profile_file(one_class, labels=labels)
