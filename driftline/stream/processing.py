@@ -250,14 +250,15 @@ class MonitorState:
             return False
         if state.get("window") != self.monitor.spec.window.model_dump(mode="json"):
             return False
-        if state.get("labels") != _labels_config(self.monitor):
-            return False
         self.ring.restore(state["ring"], _pane_from_state)
         for name, ring_state in state.get("segments", {}).items():
             if name in self.segment_rings:
                 self.segment_rings[name].restore(ring_state, _pane_from_state)
         self.policy.restore(state["policy"])
-        if self.outcomes is not None and state.get("outcomes") is not None:
+        # Outcomes continue only under the same labels section; else they start afresh
+        # (the drift windows are unaffected).
+        same_labels = state.get("labels") == _labels_config(self.monitor)
+        if self.outcomes is not None and state.get("outcomes") is not None and same_labels:
             self.outcomes.restore(state["outcomes"])
         self.model_version = state["model_version"]
         last = state.get("last_report")

@@ -275,3 +275,22 @@ def test_a_reference_file_gives_the_outcome_profile(tmp_path: Path) -> None:
     pq.write_table(pa.table({"x": x, "label": ["no"] * 2000, "prediction": x}), one_class)
     with pytest.raises(ReferenceDataError, match=r"1 class\(es\); give labels.classes"):
         profile_file(one_class, labels=labels)
+
+
+def test_a_changed_labels_section_restarts_outcomes_only() -> None:
+    values = interleaved(seed=3, n=3000)
+    monitor = labelled_monitor()
+    processor = StreamProcessor({"m": monitor})
+    run(processor, values)
+    state = json.loads(json.dumps(processor.states["m"].to_state()))
+    assert monitor.spec.labels is not None
+    changed = monitor.spec.model_copy(
+        update={"labels": monitor.spec.labels.model_copy(update={"min_labelled": 10})}
+    )
+    restored = StreamProcessor({"m": type(monitor)(changed, monitor.features, monitor.profile, 1)})
+    assert restored.states["m"].restore(state)
+    drift = restored.states["m"].to_state()
+    assert drift["ring"] == state["ring"]  # the drift windows continue
+    outcomes = restored.states["m"].outcomes
+    assert outcomes is not None
+    assert outcomes.join.pending == 0  # afresh
