@@ -22,6 +22,7 @@ from driftline.schemas.events import decode_message
 from driftline.schemas.monitors import LabelsSpec
 from driftline.schemas.reports import PerformanceReport
 from driftline.stream.batch import BatchResult, StreamProcessor
+from driftline.stream.deadletter import SourceMessage
 from tests.unit.labelled import (
     START,
     as_sources,
@@ -294,3 +295,20 @@ def test_a_changed_labels_section_restarts_outcomes_only() -> None:
     outcomes = restored.states["m"].outcomes
     assert outcomes is not None
     assert outcomes.join.pending == 0  # afresh
+
+
+def test_waiting_predictions_stay_within_max_pending_in_the_stream() -> None:
+    monitor = labelled_monitor(labels={"horizon": "3650d", "max_pending": 5000})
+    processor = StreamProcessor({"m": monitor})
+    outcomes = processor.states["m"].outcomes
+    assert outcomes is not None
+    for start in range(0, 200_000, 1000):
+        rows = [
+            {"event_id": f"p{i}", "ts": START + i / 50, "features": {"x": 0.1}, "prediction": 0.4}
+            for i in range(start, start + 1000)
+        ]
+        body = orjson.dumps({"model_id": "m", "events": rows})
+        processor.process([SourceMessage(b"m", body, "t", 0, start)], NOW)
+        assert outcomes.join.pending <= 5000
+        assert outcomes.join.held <= 2 * 5000
+    assert outcomes.join.counts.evicted_predictions == 200_000 - 5000
