@@ -118,7 +118,8 @@ class MonitorState:
         result = ProcessResult()
         if model_version is not None:
             self.model_version = model_version
-        positions, result.rejections = self._check_types(rows)
+        values = self._values(rows)
+        positions, result.rejections = self._check_types(values, len(rows))
         if positions:
             ts = np.fromiter((rows[p].ts for p in positions), np.float64, len(positions))
             late, watermarks = self.ring.lateness(ts)
@@ -129,7 +130,7 @@ class MonitorState:
                     Rejection(int(position), "late", _late_message(event_ts, mark))
                 )
             on_time = [p for p, is_late in zip(positions, late, strict=True) if not is_late]
-            self._count([rows[p] for p in on_time], ts[~late])
+            self._count([rows[p] for p in on_time], ts[~late], values, on_time)
             result.accepted = len(on_time)
         else:
             on_time = []
@@ -280,38 +281,51 @@ class MonitorState:
             result.add_outcomes(self.outcomes.flush(self.model_version, now))
         return result
 
-    def _check_types(self, rows: Sequence[EventRow]) -> tuple[list[int], list[Rejection]]:
-        checks = [(f, _EXPECTED[f.kind]) for f in self.monitor.features if f.kind in _EXPECTED]
-        positions, rejections = [], []
-        for position, row in enumerate(rows):
-            problem = next(
-                (
-                    (f, value)
-                    for f, allowed in checks
-                    if (value := _value(row, f)) is not None and not allowed(value)
-                ),
-                None,
-            )
-            if problem is None:
-                positions.append(position)
-            else:
-                feature, value = problem
-                where = (
-                    "prediction" if feature.source == "prediction" else f"features.{feature.name}"
-                )
-                rejections.append(
-                    Rejection(
-                        position,
-                        "feature_type",
-                        f"{where}: expected {_EXPECTED_TEXT[feature.kind]} or null, got {value!r}",
-                    )
-                )
-        return positions, rejections
+    def _values(self, rows: Sequence[EventRow]) -> list[list[Any]]:
+        """Each monitored feature's raw values, one list per feature (columnar)."""
+        return [
+            [row.prediction for row in rows]
+            if feature.source == "prediction"
+            else [row.features.get(feature.name) for row in rows]
+            for feature in self.monitor.features
+        ]
 
-    def _count(self, rows: Sequence[EventRow], ts: npt.NDArray[np.float64]) -> None:
+    def _check_types(self, values: list[list[Any]], n: int) -> tuple[list[int], list[Rejection]]:
+        """Rows whose values fit their features' kinds, and a rejection for each other row
+        (its first bad feature). A column of the usual types is checked in one step."""
+        problems: dict[int, tuple[FeatureSpec, object]] = {}
+        for feature, column in zip(self.monitor.features, values, strict=True):
+            fits = _EXPECTED.get(feature.kind)
+            if fits is None or set(map(type, column)) <= _FAST_TYPES[feature.kind]:
+                continue
+            for position, value in enumerate(column):
+                if value is not None and not fits(value) and position not in problems:
+                    problems[position] = (feature, value)
+        if not problems:
+            return list(range(n)), []
+        rejections = []
+        for position, (feature, value) in sorted(problems.items()):
+            where = "prediction" if feature.source == "prediction" else f"features.{feature.name}"
+            rejections.append(
+                Rejection(
+                    position,
+                    "feature_type",
+                    f"{where}: expected {_EXPECTED_TEXT[feature.kind]} or null, got {value!r}",
+                )
+            )
+        return [p for p in range(n) if p not in problems], rejections
+
+    def _count(
+        self,
+        rows: Sequence[EventRow],
+        ts: npt.NDArray[np.float64],
+        values: list[list[Any]],
+        positions: list[int],
+    ) -> None:
+        """Count ``rows`` (the rows at ``positions`` of ``values``' columns)."""
         if not rows:
             return
-        columns = self._columns(rows)
+        columns = self._columns(values, positions, len(values[0]) if values else 0)
         panes = self.ring.pane_index(ts)
         segments = self._segment_of(rows) if self.segment_rings else None
         for pane in np.unique(panes):
@@ -335,14 +349,17 @@ class MonitorState:
             [row.segment if row.segment in listed else pooled for row in rows], dtype=object
         )
 
-    def _columns(self, rows: Sequence[EventRow]) -> dict[str, Column]:
+    def _columns(self, values: list[list[Any]], positions: list[int], n: int) -> dict[str, Column]:
         columns: dict[str, Column] = {}
-        for feature in self.monitor.features:
-            values = [_value(row, feature) for row in rows]
+        every = len(positions) == n
+        for feature, column in zip(self.monitor.features, values, strict=True):
+            chosen = column if every else [column[p] for p in positions]
             if feature.kind == "numeric":
-                columns[feature.name] = np.array(values, dtype=np.float64)
+                columns[feature.name] = _floats(chosen)
+            elif set(map(type, chosen)) <= {str, type(None)}:
+                columns[feature.name] = np.array(chosen, dtype=object)
             else:
-                columns[feature.name] = np.array([category_label(v) for v in values], dtype=object)
+                columns[feature.name] = np.array([category_label(v) for v in chosen], dtype=object)
         return columns
 
 
@@ -361,17 +378,24 @@ def _late_message(ts: float, watermark: float) -> str:
     )
 
 
-def _value(row: EventRow, feature: FeatureSpec) -> object:
-    if feature.source == "prediction":
-        return row.prediction
-    return row.features.get(feature.name)
-
-
 _EXPECTED: dict[str, Callable[[object], bool]] = {
     "numeric": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
 }
 _EXPECTED_TEXT = {"numeric": "a number", "boolean": "true/false"}
+#: Column types that need no check value by value (bool is not int here: type() is exact).
+_FAST_TYPES: dict[str, set[type]] = {
+    "numeric": {float, int, type(None)},
+    "boolean": {bool, type(None)},
+}
+
+
+def _floats(values: list[Any]) -> npt.NDArray[np.float64]:
+    """A numeric column: numbers as float64, missing (None) as NaN."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except TypeError:  # None among them
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _pane_state(pane: Pane) -> list[dict[str, Any]]:
