@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -44,7 +45,8 @@ PRUNE_INTERVAL_S = 3600.0
 
 
 class RelayService(Service):
-    """Runs the outbox relay every ``interval`` seconds, with its own HTTP session."""
+    """Runs the outbox relay every ``interval`` seconds, and at once when a trigger is
+    stored, with its own HTTP session."""
 
     def __init__(
         self, service: DriftService, settings: Settings, bootstrap: str, **kwargs: Any
@@ -88,14 +90,18 @@ class RelayService(Service):
             return {model_id: m.spec.targets for model_id, m in self._service.monitors.items()}
 
         relay = OutboxRelay(self._service.store, senders, targets, count)
+        woken = self._service.outbox_changed
         while not self.should_stop:
+            woken.clear()
             try:
                 self._service.relay_pass_started = time.monotonic()
                 await relay.run_once()
                 self._service.relay_last_pass = time.monotonic()
             except Exception:
                 log.exception("outbox relay pass failed; retrying")
-            await self.sleep(self._interval)
+            # A new trigger wakes the relay at once; retries wait for the next pass.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), self._interval)
 
     @Service.timer(PRUNE_INTERVAL_S)
     async def _prune(self) -> None:

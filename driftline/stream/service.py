@@ -94,6 +94,8 @@ class DriftService:
         self.relay_last_pass: float | None = None
         self.relay_pass_started: float | None = None
         self._lock = asyncio.Lock()
+        #: Set when triggers (outbox rows) are stored: the relay sends them at once.
+        self.outbox_changed = asyncio.Event()
         self._pending = _Pending()
         self._cadence = (snapshot_every_events, snapshot_every_s)
         self._loaded: set[tuple[str, int]] = set()
@@ -187,6 +189,8 @@ class DriftService:
             await self._write(pending, datetime.now(UTC), snapshots)
             self._offsets.update(pending.offsets)
             self._partition_of.update(pending.partitions)
+            if pending.triggers:
+                self.outbox_changed.set()
         for acknowledge in pending.acks:
             await acknowledge()
         closed_at = time.time()

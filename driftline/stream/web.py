@@ -617,6 +617,8 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                 raise Problem(
                     503, "Store unavailable", f"try again: {type(exc).__name__}"
                 ) from None
+            if any(o.outcome == "fired" for o in outcomes):
+                service.outbox_changed.set()
             for outcome in outcomes:
                 service.metrics.alerts.labels(outcome.outcome).inc()
                 if outcome.outcome in ("fired", "suppressed") and outcome.model_id is not None:
