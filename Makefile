@@ -31,9 +31,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-## Time one window evaluation (1,000 rows x 20 numeric features vs a 10,000-row reference).
+## Benchmarks (each prints its figures and the machine): one window evaluation, detection
+## latency, worker memory, end-to-end throughput against plain Faust and raw aiokafka.
 bench: $(STAMP)
 	$(BIN)/python bench/window_eval.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) .driftline driftline.db .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Concept-drift detection over per-prediction losses, with river's detectors (issue #8).
+"""Concept-drift detection over per-prediction losses, with river's detectors.
 
 river's ADWIN and Page-Hinkley do the detecting. Their internal state is not plain data
 (ADWIN's is a compiled object), and unpickling from the database would let whoever can
@@ -8,7 +8,7 @@ replays them into a fresh detector. Exact while fewer than ``memory`` values hav
 arrived since the start (the common case before a first drift); after a detection,
 ADWIN's compressed buckets are rebuilt from the raw values it kept, which can differ
 slightly (the tests check that detections still match); past ``memory`` values the
-detector restarts from the newest ``memory``. Not wired into the stream yet.
+detector restarts from the newest ``memory``. ``stream/outcomes.py`` runs it per model.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Mergeable model-performance accumulators over labelled predictions (issue #8).
+"""Mergeable model-performance accumulators over labelled predictions.
 
 Like histograms, they sum exactly across panes, so a window's performance is the sum
-of its panes' accumulators whatever the grouping. Not wired into the stream yet:
-label events and the prediction join come next.
+of its panes' accumulators whatever the grouping. ``stream/outcomes.py`` keeps one
+per pane of prediction time.
 """
 
 from __future__ import annotations

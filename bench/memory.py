@@ -1,0 +1,161 @@
+"""Benchmark: resident memory of a driftline worker with 100 models x 50 numeric features
+and windows of 12 panes, once every model has all 12 panes filled, and its growth while
+1M more events go through (it must stay flat: panes are summaries, not events).
+
+    python bench/memory.py [--models 100] [--features 50] [--events 1000000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from confluent_kafka import Producer
+
+from driftline.embedded.broker import EmbeddedBroker
+from driftline.embedded.process import WorkerProcess
+from driftline.stream.topics import Topics, ensure_topics
+
+START = 1_700_000_000.0
+PANE_S = 10
+PANES = 12
+ROWS = 100  # rows per EventBatch message
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def counted(api: str) -> float:
+    with urllib.request.urlopen(f"{api}/metrics", timeout=10) as response:
+        return sum(
+            float(line.split()[-1])
+            for line in response.read().decode().splitlines()
+            if line.startswith("driftline_events_processed_total{")
+        )
+
+
+def run(models: int, features: int, events: int) -> dict[str, Any]:
+    names = [f"f{j}" for j in range(features)]
+    rng = np.random.default_rng(0)
+    with EmbeddedBroker() as bootstrap, tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        pq.write_table(
+            pa.table({n: rng.normal(size=2000) for n in names}), workdir / "reference.parquet"
+        )
+        config = {
+            "models": [
+                {
+                    "model_id": f"model-{m}",
+                    "reference": {"path": "reference.parquet"},
+                    "window": {"duration": PANE_S * PANES, "panes": PANES, "min_events": 10},
+                }
+                for m in range(models)
+            ]
+        }
+        (workdir / "monitors.yaml").write_text(yaml.safe_dump(config))
+        topics = Topics("mem")
+        ensure_topics(bootstrap, topics.all(), 1)
+        worker = WorkerProcess(
+            {
+                "KAFKA_BOOTSTRAP": bootstrap,
+                "TOPIC_PREFIX": "mem",
+                "CONSUMER_GROUP": "mem",
+                "MONITORS_PATH": str(workdir / "monitors.yaml"),
+                "DATABASE_URL": f"sqlite:///{workdir / 'driftline.db'}",
+                "DATA_DIR": str(workdir / "data"),
+                "SESSION_TIMEOUT_S": "6",
+                "SNAPSHOT_EVERY_EVENTS": "100000",
+                "SNAPSHOT_EVERY_S": "5",
+                "LOG_LEVEL": "warn",
+            },
+            workdir / "worker.log",
+        ).start(ready_within_s=900)
+        pid = worker._process.pid  # type: ignore[union-attr]
+        producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 20, "log.connection.close": False}
+        )
+        sent = 0
+        samples: list[tuple[int, float]] = []
+        try:
+            started_mb = rss_mb(pid)
+            # Event time advances one pane per round; every model gets rows every round.
+            per_round = models * ROWS
+            rounds = max(PANES + 1, events // per_round)
+            for r in range(rounds):
+                values = rng.normal(size=(ROWS, features)).round(4).tolist()
+                for m in range(models):
+                    rows = [
+                        {
+                            "event_id": f"{r}-{m}-{i}",
+                            "ts": START + r * PANE_S + i * PANE_S / ROWS,
+                            "features": dict(zip(names, values[i], strict=True)),
+                        }
+                        for i in range(ROWS)
+                    ]
+                    body = orjson.dumps({"model_id": f"model-{m}", "events": rows})
+                    producer.produce(topics.predictions, key=f"model-{m}".encode(), value=body)
+                    producer.poll(0)
+                    sent += ROWS
+                producer.flush(60)
+                if r == PANES or r % 10 == 0 or r == rounds - 1:
+                    while counted(worker.api) < sent:
+                        time.sleep(0.05)
+                    samples.append((sent, rss_mb(pid)))
+        finally:
+            worker.stop()
+    full = next(mb for n, mb in samples if n >= (PANES + 1) * models * ROWS)
+    after_full = [mb for n, mb in samples if n >= (PANES + 1) * models * ROWS]
+    return {
+        "models": models,
+        "features": features,
+        "panes": PANES,
+        "events": sent,
+        "rss_started_mb": started_mb,
+        "rss_windows_full_mb": full,
+        "rss_end_mb": samples[-1][1],
+        "rss_max_after_full_mb": max(after_full),
+        "growth_after_full_mb": samples[-1][1] - full,
+        "samples": samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--features", type=int, default=50)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.models, args.features, args.events)
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    if args.json:
+        print(json.dumps({"machine": machine, **result}, indent=2))
+        return
+    print(
+        f"{result['models']} models x {result['features']} features, {result['panes']} panes: "
+        f"RSS {result['rss_started_mb']:.0f} MB at start, {result['rss_windows_full_mb']:.0f} MB "
+        f"with every window full, {result['rss_end_mb']:.0f} MB after {result['events']:,} "
+        f"events (growth {result['growth_after_full_mb']:+.1f} MB, "
+        f"max {result['rss_max_after_full_mb']:.0f} MB)"
+    )
+    print(f"machine: {machine}")
+
+
+if __name__ == "__main__":
+    main()
