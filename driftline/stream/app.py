@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from faust.types import EventT
+from faust.app.base import BootStrategy
 from mode import Service
 from prometheus_client import CollectorRegistry
 
@@ -24,7 +23,8 @@ from driftline.registry import runnable
 from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
-from driftline.stream.deadletter import DeadLetter, SourceMessage
+from driftline.stream.consumer import StreamConsumer
+from driftline.stream.deadletter import DeadLetter
 from driftline.stream.metrics import DriftCollector, Metrics, OutcomeCollector
 from driftline.stream.service import DriftService
 from driftline.stream.topics import Topics
@@ -36,8 +36,6 @@ from driftline.triggers.relay import OutboxRelay
 from driftline.triggers.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
-#: Exit code when a batch fails unexpectedly (EX_SOFTWARE): restart to resume exactly.
-EXIT_UNEXPECTED = 70
 #: How often readiness asks the broker for metadata.
 BROKER_CHECK_S = 10.0
 #: How often old window reports and finished deliveries are pruned.
@@ -121,11 +119,14 @@ class RelayService(Service):
             log.info("pruned %d window reports and %d deliveries", reports, deliveries)
 
 
-def _source(event: Any) -> SourceMessage:
-    message = event.message
-    return SourceMessage(
-        message.key, message.value, message.topic, message.partition, message.offset
-    )
+class _Boot(BootStrategy):
+    # The worker reads Kafka with StreamConsumer (driftline/stream/consumer.py); Faust
+    # runs the web server, the timers, the relay and the dead-letter producer.
+    enable_kafka_consumer = False
+
+
+class _App(faust.App):
+    BootStrategy = _Boot
 
 
 def create_app(
@@ -138,7 +139,7 @@ def create_app(
 ) -> tuple[faust.App, DriftService]:
     """The worker's Faust app and the service behind it, wired to ``bootstrap``."""
     topics = Topics(settings.topic_prefix)
-    app = faust.App(
+    app = _App(
         settings.consumer_group,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
         store="memory://",
@@ -155,10 +156,6 @@ def create_app(
         topic_allow_declare=False,
         producer_acks=-1,
         web_application_options={"client_max_size": int(settings.api_max_upload_mb * 2**20)},
-    )
-    # One agent over both: co-partitioned, so partition N of each comes to one worker.
-    events = app.topic(
-        topics.predictions, topics.labels, key_serializer="raw", value_serializer="raw"
     )
     dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
 
@@ -189,20 +186,19 @@ def create_app(
         home_topics={topics.labels: topics.predictions},
     )
 
+    # Predictions and labels (co-partitioned: partition N of each comes to one worker),
+    # read in batches straight from aiokafka: see driftline/stream/consumer.py.
+    stream = StreamConsumer(service, settings, bootstrap, [topics.predictions, topics.labels])
+
     def assigned_partitions() -> int:
-        try:
-            return len(app.consumer.assignment())
-        except Exception:  # not started yet
-            return 0
+        return len(stream.assignment())
 
     def consumer_lag() -> dict[tuple[str, int], int]:
         lag = {}
-        try:
-            assignment = app.consumer.assignment()
-        except Exception:  # not started yet
-            return {}
-        for tp in assignment:
-            highwater = app.consumer.highwater(tp)
+        consumer = stream.consumer
+        for tp in stream.assignment():
+            assert consumer is not None
+            highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
             stored = service.stored_offset(tp.topic, tp.partition)
@@ -222,32 +218,6 @@ def create_app(
     )
     registry.register(OutcomeCollector(service.outcome_gauges))
 
-    @app.agent(events, concurrency=1)
-    async def monitor_predictions(stream: faust.StreamT[bytes]) -> None:
-        # noack_take never acks by itself: each batch is acked here, only once handle()
-        # has made its effects durable. A batch interrupted (SIGTERM, crash) is never
-        # acked, so it is redelivered and the stored offsets tell what was counted.
-        batches = cast(faust.Stream[bytes], stream)
-        async for values in batches.noack_take(
-            settings.batch_size, within=settings.batch_timeout_s
-        ):
-            # Typed as values, but noack_take yields the events (so they can be acked).
-            events = cast(Sequence[EventT[bytes]], values)
-
-            async def acknowledge(batch: Sequence[EventT[bytes]] = events) -> None:
-                for event in batch:
-                    await batches.ack(event)
-
-            try:
-                await service.handle([_source(e) for e in events], acknowledge)
-            except Exception:
-                # Never move past a batch that was not stored: later offsets would be
-                # recorded as counted and this batch lost. Stop; a restart resumes exactly.
-                log.critical(
-                    "unexpected error processing a batch; stopping the worker", exc_info=True
-                )
-                os._exit(EXIT_UNEXPECTED)
-
     async def store_when_due() -> None:
         await service.flush()
 
@@ -255,6 +225,7 @@ def create_app(
         app.timer(interval=min(1.0, settings.snapshot_every_s))(store_when_due)
 
     app.service(RelayService(service, settings, bootstrap))  # type: ignore[arg-type]
+    app.service(stream)  # type: ignore[arg-type]
 
     records = store.monitor_records()
     versions = {r.model_id: r.version for r in records}
@@ -298,14 +269,6 @@ def create_app(
             service.broker_healthy = True
 
     app.timer(interval=BROKER_CHECK_S)(check_broker)
-
-    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust waits for in-flight events first (stream_wait_empty): nothing is mid-batch.
-        (revoked,) = args
-        await service.flush(force=True)  # what is counted is stored before it moves away
-        service.revoke({(tp.topic, tp.partition) for tp in revoked})
-
-    app.on_partitions_revoked.connect(forget_revoked)
 
     register_views(app, service, settings)
     return app, service

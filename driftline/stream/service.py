@@ -128,7 +128,10 @@ class DriftService:
         }
 
     async def handle(
-        self, messages: Sequence[SourceMessage], on_durable: Acknowledge | None = None
+        self,
+        messages: Sequence[SourceMessage],
+        on_durable: Acknowledge | None = None,
+        owned: Callable[[str, int], bool] | None = None,
     ) -> None:
         """Process one batch; ``on_durable`` runs once its effects are stored (ack it then).
 
@@ -137,9 +140,14 @@ class DriftService:
         partitions' last offsets: with every batch, or when the snapshot cadence says.
         Events at or below a partition's stored offset were counted before a restart and
         are skipped, so nothing is counted twice.
+
+        ``owned`` (when given) says whether a partition is still this worker's: messages
+        of partitions given away since they were fetched are left to their new owner.
         """
         started = time.perf_counter()
         async with self._lock:
+            if owned is not None:
+                messages = [m for m in messages if owned(m.topic, m.partition)]
             await self._load_partitions({(m.topic, m.partition) for m in messages})
             fresh = [
                 m for m in messages if m.offset > self._offsets.get((m.topic, m.partition), -1)
