@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     web_port: int = Field(6066, ge=0, le=65535, description="Port of /metrics, /healthz, /v1.")
     batch_size: int = Field(
-        1000, ge=1, description="Most Kafka messages the agent processes in one batch."
+        1000, ge=1, description="Most Kafka messages the worker processes in one batch."
     )
     batch_timeout_s: float = Field(
         0.5, gt=0, description="Longest wait for a batch to fill before processing it anyway."
