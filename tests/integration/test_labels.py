@@ -26,7 +26,7 @@ from driftline.schemas.reports import PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.topics import Topics, ensure_topics
 from tests.integration.keys import bearer, create_key
-from tests.integration.test_recovery import Store, wait_for
+from tests.integration.test_recovery import Store, crash_test_settings, wait_for
 from tests.unit.helpers import SECRET
 from tests.unit.labelled import probability, same_reports, truth
 
@@ -152,19 +152,7 @@ def test_labels_join_across_restarts_exactly(
     )
     topics = Topics(topic_prefix)
     ensure_topics(kafka_bootstrap, topics.all(), 1)
-    settings = {
-        "KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOPIC_PREFIX": topic_prefix,
-        "CONSUMER_GROUP": topic_prefix,
-        "MONITORS_PATH": str(monitors),
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(tmp_path / "data"),
-        "SESSION_TIMEOUT_S": "6",
-        "BATCH_SIZE": "4",
-        "BATCH_TIMEOUT_S": "0.05",
-        "RELAY_INTERVAL_S": "3600",
-        "LOG_LEVEL": "info",
-    }
+    settings = crash_test_settings(kafka_bootstrap, topic_prefix, monitors, database_url, tmp_path)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "log.connection.close": False})
     store = Store(database_url)
     log = tmp_path / "worker.log"

@@ -147,20 +147,9 @@ def kill_and_finish(
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(sent) + b"\n")
     topics = Topics(topic_prefix)
     ensure_topics(kafka_bootstrap, topics.all(), 1)
-    settings = {
-        "KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOPIC_PREFIX": topic_prefix,
-        "CONSUMER_GROUP": topic_prefix,
-        "MONITORS_PATH": str(monitors),
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(tmp_path / "data"),
-        "SESSION_TIMEOUT_S": "6",
-        "BATCH_SIZE": "4",
-        "BATCH_TIMEOUT_S": "0.05",
-        "RELAY_INTERVAL_S": "3600",
-        "LOG_LEVEL": "info",
-        **extra,
-    }
+    settings = crash_test_settings(
+        kafka_bootstrap, topic_prefix, monitors, database_url, tmp_path, **extra
+    )
     producer = Producer(
         {
             "bootstrap.servers": kafka_bootstrap,
@@ -208,6 +197,26 @@ def kill_and_finish(
     deliveries = store.column("SELECT trigger_id FROM deliveries")
     assert sorted(deliveries) == sorted(expected_triggers)  # one outbox row per episode
     store.engine.dispose()
+
+
+def crash_test_settings(
+    bootstrap: str, prefix: str, monitors: Path, database_url: str, tmp_path: Path, **extra: str
+) -> dict[str, str]:
+    """A worker for the crash tests: small batches (kills land mid-stream), no relay."""
+    return {
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "CONSUMER_GROUP": prefix,
+        "MONITORS_PATH": str(monitors),
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(tmp_path / "data"),
+        "SESSION_TIMEOUT_S": "6",
+        "BATCH_SIZE": "4",
+        "BATCH_TIMEOUT_S": "0.05",
+        "RELAY_INTERVAL_S": "3600",
+        "LOG_LEVEL": "info",
+        **extra,
+    }
 
 
 def wait_for(condition: Any, worker: WorkerProcess, within_s: float) -> None:
