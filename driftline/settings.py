@@ -53,10 +53,13 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often the outbox relay looks for due deliveries."
     )
     snapshot_every_events: int = Field(
-        0, ge=0, description="Store state (and ack) after this many events; 0: every batch."
+        0, ge=0, description="Store state (and ack) after this many events; 0: by time only."
     )
     snapshot_every_s: float = Field(
-        0.0, ge=0, description="Store state (and ack) at least this often; 0: every batch."
+        1.0,
+        ge=0,
+        description="Store state (and ack) at least this often; 0 (and no event count): "
+        "with every batch. A batch that fires a retraining trigger is stored at once.",
     )
     report_retention_days: float = Field(
         30.0, gt=0, description="Window reports older than this many days are pruned."

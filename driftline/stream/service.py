@@ -167,7 +167,9 @@ class DriftService:
                 for letter in result.dead:
                     self.metrics.events_dead_lettered.labels(letter.reason).inc()
             self._pending.add(result, fresh, on_durable)
-            if self._commit_due():
+            # A retraining trigger is stored at once, whatever the cadence: its delivery
+            # (the outbox relay) waits for the store.
+            if result.triggers or self._commit_due():
                 await self._commit()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 

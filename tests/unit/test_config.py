@@ -123,7 +123,9 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_snapshot_cadence_needs_a_time_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().snapshot_every_s == 1.0  # the default: by time
     monkeypatch.setenv("DRIFTLINE_SNAPSHOT_EVERY_EVENTS", "1000")
+    monkeypatch.setenv("DRIFTLINE_SNAPSHOT_EVERY_S", "0")
     with pytest.raises(ConfigError, match="DRIFTLINE_SNAPSHOT_EVERY_S must be > 0 when"):
         load_settings()
     monkeypatch.setenv("DRIFTLINE_SNAPSHOT_EVERY_S", "2")
