@@ -9,9 +9,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 
 from driftline.monitoring import Monitor
-from driftline.schemas.events import EventRow, LabelRow, decode_message
+from driftline.schemas.events import LabelRow, PredictionRow, decode_message
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.deadletter import (
@@ -47,11 +48,13 @@ class BatchResult:
 
 @dataclass
 class _ModelRows:
-    rows: list[EventRow] = field(default_factory=list)
+    rows: list[PredictionRow] = field(default_factory=list)
     origins: list[tuple[SourceMessage, int | None]] = field(default_factory=list)
     labels: list[LabelItem] = field(default_factory=list)
     order: list[bool] = field(default_factory=list)
     model_version: str | None = None
+    #: Every row's features are floats or None (decoded so): no type to check.
+    numeric: bool = True
 
     def add_label(self, row: LabelRow, source: SourceMessage, index: int | None) -> None:
         """A label; its origin is plain data, kept with it while it waits (snapshots)."""
@@ -131,6 +134,13 @@ class StreamProcessor:
             home = self.home_topics.get(source.topic, source.topic)
             result.partitions[decoded.model_id] = (home, source.partition)
             group = groups.setdefault(decoded.model_id, _ModelRows())
+            group.model_version = decoded.model_version or group.model_version
+            group.numeric = group.numeric and decoded.numeric
+            if decoded.plain:  # predictions only, nothing to join: in one step
+                group.rows += decoded.rows
+                group.origins += zip(repeat(source), decoded.row_indices)
+                group.order += decoded.order
+                continue
             rows = iter(zip(decoded.rows, decoded.row_indices, strict=True))
             labels = iter(zip(decoded.labels, decoded.label_indices, strict=True))
             for is_row in decoded.order:
@@ -145,13 +155,17 @@ class StreamProcessor:
                 if row.label is not None:  # known with the prediction: joins at once
                     label = LabelRow(event_id=row.event_id, ts=row.ts, label=row.label)
                     group.add_label(label, source, index)
-            group.model_version = decoded.model_version or group.model_version
         return groups
 
     def _process(self, model_id: str, group: _ModelRows, now: datetime, result: BatchResult) -> int:
         try:
             outcome = self.states[model_id].process(
-                group.rows, group.model_version, now=now, labels=group.labels, order=group.order
+                group.rows,
+                group.model_version,
+                now=now,
+                labels=group.labels,
+                order=group.order,
+                numeric=group.numeric,
             )
         except Exception as exc:  # a bug must not lose events: dead-letter them all
             log.exception("processing %d events of %s failed", len(group.order), model_id)

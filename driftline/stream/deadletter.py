@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from driftline.schemas.events import EventRow
+from driftline.schemas.events import EventRow, WireRow
 
 REASON_HEADER = "driftline-reason"
 
@@ -62,12 +62,12 @@ def one_row(
     batch_index: int | None,
     model_id: str | None,
     model_version: str | None,
-    row: EventRow | Any,
+    row: EventRow | WireRow | Any,
 ) -> DeadLetter:
     """One row: a single event as it arrived, or a batch row as a standalone event."""
     if batch_index is None:
         return whole_message(source, reason, message)
-    body = row.model_dump(mode="json") if isinstance(row, EventRow) else row
+    body = row.model_dump(mode="json") if isinstance(row, EventRow | WireRow) else row
     if isinstance(body, dict):
         body = {"model_id": model_id, "model_version": model_version, **body}
     return DeadLetter(source.key, orjson.dumps(body), reason, message, source, batch_index)

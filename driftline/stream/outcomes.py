@@ -24,7 +24,7 @@ from driftline.detectors.performance import Classification, Regression
 from driftline.detectors.window import ClosedWindow, PaneRing
 from driftline.exceptions import ReferenceDataError
 from driftline.monitoring import Monitor, compare_features
-from driftline.schemas.events import EventRow, LabelRow
+from driftline.schemas.events import LabelRow, PredictionRow
 from driftline.schemas.reports import PerformanceCheck, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
 from driftline.stream.join import Joined, LabelJoin, Unjoined
@@ -114,7 +114,7 @@ class OutcomeState:
 
     def process(
         self,
-        items: Sequence[tuple[EventRow | LabelRow, Any]],
+        items: Sequence[tuple[PredictionRow | LabelRow, Any]],
         model_version: str | None,
         now: datetime,
     ) -> OutcomeResult:
@@ -124,7 +124,7 @@ class OutcomeState:
         pairs: list[Joined] = []
         predicted: list[float] = []
         for row, origin in items:
-            if isinstance(row, EventRow):
+            if not isinstance(row, LabelRow):
                 if not self.scorer.scoreable(row.prediction):
                     continue
                 predicted.append(row.ts)

@@ -6,9 +6,11 @@ No Faust, no I/O, no clock: the agent passes ``now`` for the trigger timestamp.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Self
 
 import numpy as np
@@ -19,7 +21,7 @@ from driftline.detectors.histogram import Column, Histogram
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
-from driftline.schemas.events import EventRow, LabelRow
+from driftline.schemas.events import LabelRow, PredictionRow
 from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
@@ -95,6 +97,9 @@ class MonitorState:
             name: PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
             for name in names
         }
+        #: The fast path's column getter: (feature names, the prediction feature's name or
+        #: "", the getter of a row's feature values), when every feature is numeric.
+        self._row_values = _row_values(monitor.features)
         #: Labels joined to predictions: performance windows and concept drift.
         self.outcomes = (
             None if monitor.spec.labels is None else OutcomeState(monitor, self.reference)
@@ -102,35 +107,49 @@ class MonitorState:
 
     def process(
         self,
-        rows: Sequence[EventRow],
+        rows: Sequence[PredictionRow],
         model_version: str | None = None,
         *,
         now: datetime,
         labels: Sequence[LabelItem] = (),
         order: Sequence[bool] | None = None,
+        numeric: bool = False,
     ) -> ProcessResult:
         """Count ``rows`` into their panes, close the windows the watermark passed, decide.
 
         ``labels`` are joined to the predictions (in ``order``: True for the next row,
-        False for the next label; default: the rows, then the labels). ``now``
+        False for the next label; default: the rows, then the labels). ``numeric``: every
+        feature value is known to be a float or None (decoded so). ``now``
         (wall-clock time) only stamps the retraining events fired.
         """
         result = ProcessResult()
         if model_version is not None:
             self.model_version = model_version
-        values = self._values(rows)
-        positions, result.rejections = self._check_types(values, len(rows))
+        columns = self._numeric_columns(rows, numeric)
+        if columns is not None:  # every value a number or missing: no row to check
+            positions = list(range(len(rows)))
+        else:
+            values = self._values(rows)
+            positions, result.rejections = self._check_types(values, len(rows))
         if positions:
             ts = np.fromiter((rows[p].ts for p in positions), np.float64, len(positions))
             late, watermarks = self.ring.lateness(ts)
+            any_late = bool(late.any())
             for position, event_ts, mark in zip(
                 np.asarray(positions)[late], ts[late], watermarks[late], strict=True
             ):
                 result.rejections.append(
                     Rejection(int(position), "late", _late_message(event_ts, mark))
                 )
-            on_time = [p for p, is_late in zip(positions, late, strict=True) if not is_late]
-            self._count([rows[p] for p in on_time], ts[~late], values, on_time)
+            if any_late:
+                on_time = [p for p, is_late in zip(positions, late, strict=True) if not is_late]
+            else:
+                on_time = positions
+            if columns is None:
+                columns = self._columns(values, on_time, len(rows))
+            elif any_late:
+                columns = {name: column[~late] for name, column in columns.items()}
+            self._count([rows[p] for p in on_time] if any_late else rows, ts[~late], columns)
             result.accepted = len(on_time)
         else:
             on_time = []
@@ -138,7 +157,7 @@ class MonitorState:
             counted = set(on_time)
             if order is None:
                 order = [True] * len(rows) + [False] * len(labels)
-            items: list[tuple[EventRow | LabelRow, Any]] = []
+            items: list[tuple[PredictionRow | LabelRow, Any]] = []
             row_at = label_at = 0
             for is_row in order:
                 if is_row:
@@ -281,7 +300,32 @@ class MonitorState:
             result.add_outcomes(self.outcomes.flush(self.model_version, now))
         return result
 
-    def _values(self, rows: Sequence[EventRow]) -> list[list[Any]]:
+    def _numeric_columns(
+        self, rows: Sequence[PredictionRow], numeric: bool
+    ) -> dict[str, Column] | None:
+        """Every column at once (the fast path), when every monitored feature is numeric,
+        present in every row, and every value a number or null (known to be when
+        ``numeric``); else None."""
+        if self._row_values is None or not rows:
+            return None
+        names, prediction, get = self._row_values
+        try:
+            matrix = [get(row.features) for row in rows]
+        except KeyError:  # a feature left out: the row-by-row path
+            return None
+        kinds: set[type] = {float} if numeric else set(map(type, chain.from_iterable(matrix)))
+        if prediction:
+            predictions = [row.prediction for row in rows]
+            kinds.update(map(type, predictions))
+        if not kinds <= _FAST_TYPES["numeric"]:
+            return None
+        block = np.array(matrix, dtype=np.float64).reshape(len(rows), -1).T.copy()
+        columns: dict[str, Column] = dict(zip(names, block, strict=True))
+        if prediction:
+            columns[prediction] = _floats(predictions)
+        return columns
+
+    def _values(self, rows: Sequence[PredictionRow]) -> list[list[Any]]:
         """Each monitored feature's raw values, one list per feature (columnar)."""
         return [
             [row.prediction for row in rows]
@@ -317,15 +361,13 @@ class MonitorState:
 
     def _count(
         self,
-        rows: Sequence[EventRow],
+        rows: Sequence[PredictionRow],
         ts: npt.NDArray[np.float64],
-        values: list[list[Any]],
-        positions: list[int],
+        columns: dict[str, Column],
     ) -> None:
-        """Count ``rows`` (the rows at ``positions`` of ``values``' columns)."""
+        """Count ``rows``, whose values are ``columns`` and event times ``ts``."""
         if not rows:
             return
-        columns = self._columns(values, positions, len(values[0]) if values else 0)
         panes = self.ring.pane_index(ts)
         segments = self._segment_of(rows) if self.segment_rings else None
         for pane in np.unique(panes):
@@ -341,7 +383,7 @@ class MonitorState:
                     ring.add(int(pane), Pane(tuple(histograms)))
         self.ring.observe(float(ts.max()))
 
-    def _segment_of(self, rows: Sequence[EventRow]) -> npt.NDArray[np.object_]:
+    def _segment_of(self, rows: Sequence[PredictionRow]) -> npt.NDArray[np.object_]:
         """Each row's reported segment: its own if listed, else ``other`` (or None)."""
         pooled = OTHER_SEGMENT if OTHER_SEGMENT in self.segment_rings else None
         listed = self.segment_rings.keys() - {OTHER_SEGMENT}
@@ -361,6 +403,22 @@ class MonitorState:
             else:
                 columns[feature.name] = np.array([category_label(v) for v in chosen], dtype=object)
         return columns
+
+
+def _row_values(
+    features: Sequence[FeatureSpec],
+) -> tuple[list[str], str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] | None:
+    if not features or any(f.kind != "numeric" for f in features):
+        return None
+    from_prediction = [f.name for f in features if f.source == "prediction"]
+    if len(from_prediction) > 1:
+        return None
+    names = [f.name for f in features if f.source != "prediction"]
+    if not names:
+        return None
+    get = itemgetter(*names)
+    getter = get if len(names) > 1 else (lambda values: (get(values),))
+    return names, from_prediction[0] if from_prediction else "", getter
 
 
 def _labels_config(monitor: Monitor) -> dict[str, Any] | None:
