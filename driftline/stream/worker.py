@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import logging.config
 from collections.abc import Iterator, Mapping
@@ -114,6 +115,10 @@ def run_worker(settings: Settings) -> None:
             copartitioned=[topics.predictions, topics.labels],
         )
         app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs)
+        # What is loaded by now (modules, reference profiles) lives as long as the process:
+        # out of the collector's sight, so that its full passes stay short (py-spy).
+        gc.collect()
+        gc.freeze()
         worker = faust.Worker(
             app,
             loglevel=settings.log_level,
