@@ -86,6 +86,9 @@ class StreamConsumer(Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
+        # A graceful stop stores what is counted but not yet stored (the snapshot cadence),
+        # and commits its Kafka offsets, before leaving the group.
+        await self._service.flush(force=True)
         if self.consumer is not None:
             await self.consumer.stop()
 
