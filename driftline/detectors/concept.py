@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
-from river import drift
 
 Kind = Literal["adwin", "page_hinkley"]
 #: Defaults chosen for per-prediction 0/1 or log losses: no alarm over 100k stationary
@@ -32,6 +31,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def _detector(kind: Kind, params: dict[str, Any]) -> Any:
+    from river import drift  # imported on use: only monitors with concept drift need it
+
     if kind == "adwin":
         return drift.ADWIN(**params)  # type: ignore[no-untyped-call]
     if kind == "page_hinkley":

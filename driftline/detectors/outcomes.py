@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import orjson
-from scipy import stats
+from scipy.special import ndtri
 
 from driftline.detectors.binning import category_label
 from driftline.detectors.performance import Classification, Regression
@@ -214,7 +214,7 @@ class OutcomeProfile:
         mean, var = self.loss_moments[metric]
         n_ref = self.performance.n if self.performance is not None else n
         spread = math.sqrt(var * (1.0 / n + 1.0 / n_ref))
-        worst = mean + float(stats.norm.ppf(1 - alpha)) * spread
+        worst = mean + float(ndtri(1 - alpha)) * spread
         return math.sqrt(max(worst, 0.0)) if metric == "rmse" else worst
 
     def _seed(self, n: int) -> int:
