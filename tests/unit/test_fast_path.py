@@ -92,7 +92,8 @@ def test_fast_decoding_accepts_only_what_the_row_path_accepts_and_reads_it_the_s
     reference = slow(value)
     if fast is None:
         return
-    assert reference.errors == [] and reference.labels == []
+    assert reference.errors == []
+    assert reference.labels == []
     assert (fast.model_id, fast.model_version) == (reference.model_id, reference.model_version)
     assert dumped(fast) == dumped(reference)  # ints read as floats compare equal
     assert fast.row_indices == reference.row_indices
@@ -106,18 +107,23 @@ def test_fast_decoding_accepts_only_what_the_row_path_accepts_and_reads_it_the_s
 def test_the_common_messages_take_the_fast_path() -> None:
     row = {"event_id": "e", "ts": 1.7e9, "features": {"x": 1, "y": 0.5, "z": None}}
     batch = decode_message(orjson.dumps({"model_id": "m", "events": [row, row]}))
-    assert batch.plain and batch.numeric and isinstance(batch.rows[0], NumericRow)
+    assert batch.plain
+    assert batch.numeric
+    assert isinstance(batch.rows[0], NumericRow)
     assert batch.rows[0].features == {"x": 1.0, "y": 0.5, "z": None}
     mixed = {**row, "features": {"x": 1, "c": "a"}, "prediction": "yes"}
     single = decode_message(orjson.dumps({"model_id": "m", **mixed}))
-    assert single.plain and not single.numeric and single.rows[0].features["x"] == 1
+    assert single.plain
+    assert not single.numeric
+    assert single.rows[0].features["x"] == 1
     for slow_one in (
         {"model_id": "m", **row, "ts": "2024-05-01T12:00:00Z"},  # RFC 3339: row by row
         {"model_id": "m", **row, "label": 1},  # a label to join
         {"model_id": "m", "events": [row, {"event_id": "e", "ts": 1, "label": 1}]},
     ):
         decoded = decode_message(orjson.dumps(slow_one))
-        assert not decoded.plain and not decoded.errors
+        assert not decoded.plain
+        assert not decoded.errors
         assert all(isinstance(r, EventRow) for r in decoded.rows)
 
 
