@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Self
 
 import numpy as np
@@ -132,7 +132,8 @@ class MonitorState:
             values = self._values(rows)
             positions, result.rejections = self._check_types(values, len(rows))
         if positions:
-            ts = np.fromiter((rows[p].ts for p in positions), np.float64, len(positions))
+            chosen = rows if len(positions) == len(rows) else [rows[p] for p in positions]
+            ts = np.fromiter(map(_TS, chosen), np.float64, len(positions))
             late, watermarks = self.ring.lateness(ts)
             any_late = bool(late.any())
             for position, event_ts, mark in zip(
@@ -309,17 +310,28 @@ class MonitorState:
         if self._row_values is None or not rows:
             return None
         names, prediction, get = self._row_values
+        flat: npt.NDArray[np.float64] | None = None
         try:
-            matrix = [get(row.features) for row in rows]
+            if numeric:  # floats (or None: then the list below) straight into an array
+                values = chain.from_iterable(map(get, map(_FEATURES, rows)))
+                flat = np.fromiter(values, np.float64, len(rows) * len(names))
+        except TypeError:  # a None
+            pass
         except KeyError:  # a feature left out: the row-by-row path
             return None
-        kinds: set[type] = {float} if numeric else set(map(type, chain.from_iterable(matrix)))
+        if flat is None:
+            try:
+                matrix = [get(row.features) for row in rows]
+            except KeyError:
+                return None
+            if not numeric and not set(map(type, chain.from_iterable(matrix))) <= _NUMBERS:
+                return None
+            flat = np.array(matrix, dtype=np.float64)
         if prediction:
             predictions = [row.prediction for row in rows]
-            kinds.update(map(type, predictions))
-        if not kinds <= _FAST_TYPES["numeric"]:
-            return None
-        block = np.array(matrix, dtype=np.float64).reshape(len(rows), -1).T.copy()
+            if not set(map(type, predictions)) <= _NUMBERS:
+                return None
+        block = flat.reshape(len(rows), -1).T.copy()
         columns: dict[str, Column] = dict(zip(names, block, strict=True))
         if prediction:
             columns[prediction] = _floats(predictions)
@@ -405,6 +417,10 @@ class MonitorState:
         return columns
 
 
+_FEATURES = attrgetter("features")
+_TS = attrgetter("ts")
+
+
 def _row_values(
     features: Sequence[FeatureSpec],
 ) -> tuple[list[str], str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] | None:
@@ -446,6 +462,9 @@ _FAST_TYPES: dict[str, set[type]] = {
     "numeric": {float, int, type(None)},
     "boolean": {bool, type(None)},
 }
+
+
+_NUMBERS = _FAST_TYPES["numeric"]
 
 
 def _floats(values: list[Any]) -> npt.NDArray[np.float64]:
