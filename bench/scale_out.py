@@ -34,7 +34,7 @@ import yaml
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import FEATURES, START, metric
+from throughput import FEATURES, START, metric, wait_counted
 
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.embedded.process import WorkerProcess
@@ -144,13 +144,7 @@ def run(bootstrap: str, workers: int, rows: int, batch: int, workdir: Path) -> d
             time.sleep(0.01)
         started = time.perf_counter()
         counted_before = sum(metric(p.api, "driftline_events_processed_total{") for p in processes)
-        deadline = time.monotonic() + 900
-        while (
-            counted := sum(metric(p.api, "driftline_events_processed_total{") for p in processes)
-        ) < rows:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"counted {counted} of {rows}")
-            time.sleep(POLL_S)
+        wait_counted([p.api for p in processes], rows, lambda: processes[0].log_tail())
         elapsed = time.perf_counter() - started
     finally:
         for p in processes:

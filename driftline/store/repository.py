@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -111,6 +112,22 @@ class DeliveryRow:
     target_url: str
     attempts: int
     payload: str
+
+
+def _upsert(
+    session: Session,
+    row: type[ModelStateRow | ConsumerOffsetRow],
+    keys: list[str],
+    values: list[dict[str, Any]],
+) -> None:
+    """Insert ``values``, replacing rows with the same ``keys``, in one statement (no
+    read of the rows replaced: a snapshot is large, and ``merge`` loaded each one)."""
+    if not values:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(row).values(values)
+    replaced = {c: statement.excluded[c] for c in values[0] if c not in keys}
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=replaced))
 
 
 def create_store_engine(url: str) -> Engine:
@@ -446,22 +463,30 @@ class Store:
                 )
             for trigger in triggers:
                 self._add_trigger(session, trigger, targets.get(trigger.data.model_id, ()), now)
-            for model_id, snapshot in (snapshots or {}).items():
-                session.merge(
-                    ModelStateRow(
-                        model_id=model_id,
-                        topic=snapshot.topic,
-                        partition=snapshot.partition,
-                        state=snapshot.state,
-                        updated_at=now,
-                    )
-                )
-            for (topic, partition), offset in (offsets or {}).items():
-                session.merge(
-                    ConsumerOffsetRow(
-                        topic=topic, partition=partition, offset=offset, updated_at=now
-                    )
-                )
+            _upsert(
+                session,
+                ModelStateRow,
+                ["model_id"],
+                [
+                    {
+                        "model_id": model_id,
+                        "topic": snapshot.topic,
+                        "partition": snapshot.partition,
+                        "state": snapshot.state,
+                        "updated_at": now,
+                    }
+                    for model_id, snapshot in (snapshots or {}).items()
+                ],
+            )
+            _upsert(
+                session,
+                ConsumerOffsetRow,
+                ["topic", "partition"],
+                [
+                    {"topic": topic, "partition": partition, "offset": offset, "updated_at": now}
+                    for (topic, partition), offset in (offsets or {}).items()
+                ],
+            )
 
     def _add_trigger(
         self,
