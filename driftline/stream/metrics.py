@@ -7,13 +7,24 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from driftline.schemas.monitors import MonitorSpec
 from driftline.schemas.reports import DriftReport, PerformanceReport
 
 
-class DriftCollector(Collector):
+class _Described(Collector):
+    """A collector that names what it collects, so that a scrape asking for some names
+    only (``/metrics?name[]=...``) does not run it for others."""
+
+    def describe(self) -> Iterable[Metric]:
+        for family in self.collect():
+            family.samples = []
+            yield family
+
+
+class DriftCollector(_Described):
     """Gauges of the current state, read at scrape time: the last closed window of each
     model, watermarks, when windows last closed, partitions and consumer lag."""
 
@@ -117,7 +128,7 @@ class OutcomeGauges:
     detections: int
 
 
-class OutcomeCollector(Collector):
+class OutcomeCollector(_Described):
     """Gauges of each labelled model: its last closed performance window, the joins
     waiting, and concept-drift detections so far (a counter kept in its snapshot)."""
 

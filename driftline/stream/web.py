@@ -170,9 +170,12 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            # As Prometheus' own exporters: name[]=... renders only those metrics.
+            names = request.query.getall("name[]", [])  # type: ignore[attr-defined]
+            registry = service.metrics.registry
             # aiohttp refuses a charset in content_type, so the header carries it.
             return self.bytes(
-                generate_latest(service.metrics.registry),
+                generate_latest(registry.restricted_registry(names) if names else registry),
                 headers={"Content-Type": CONTENT_TYPE_LATEST},
             )
 

@@ -314,6 +314,17 @@ async def check_api(
     async with http.get(f"{api}/metrics") as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=")
         body = await response.text()
+    assert "driftline_feature_psi{" in body
+    # Only the metrics asked for (as Prometheus' own exporters do): a cheap scrape.
+    names = [
+        ("name[]", "driftline_events_processed_total"),
+        ("name[]", "driftline_watermark_seconds"),
+    ]
+    async with http.get(f"{api}/metrics", params=names) as response:
+        some = await response.text()
+    families = {line.split()[2] for line in some.splitlines() if line.startswith("# TYPE")}
+    assert families == {"driftline_events_processed_total", "driftline_watermark_seconds"}
+    assert sum(metric_values(some, "driftline_events_processed_total").values()) == processed
     dead = metric_values(body, "driftline_events_dead_lettered_total")
     assert {dict(k)["reason"]: int(v) for k, v in dead.items()} == bad
     assert metric_values(body, "driftline_events_skipped_total") == {(): 1.0}
