@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         1000, ge=1, description="Most Kafka messages the worker processes in one batch."
     )
+    batch_max_bytes: int = Field(
+        2**20,
+        ge=1,
+        description="Most message bytes processed at once: a batch of larger messages is "
+        "processed in parts this size, so decoding it takes bounded memory.",
+    )
     batch_timeout_s: float = Field(
         0.5, gt=0, description="Longest wait for a batch to fill before processing it anyway."
     )

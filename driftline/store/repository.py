@@ -121,13 +121,17 @@ def _upsert(
     values: list[dict[str, Any]],
 ) -> None:
     """Insert ``values``, replacing rows with the same ``keys``, in one statement (no
-    read of the rows replaced: a snapshot is large, and ``merge`` loaded each one)."""
+    read of the rows replaced: a snapshot is large, and ``merge`` loaded each one).
+
+    The values go as parameters (executemany), not into the statement: SQLAlchemy's
+    statement cache would keep a statement's values alive, a worker's every snapshot.
+    """
     if not values:
         return
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(row).values(values)
+    statement = insert(row)
     replaced = {c: statement.excluded[c] for c in values[0] if c not in keys}
-    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=replaced))
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=replaced), values)
 
 
 def create_store_engine(url: str) -> Engine:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
@@ -109,33 +109,50 @@ class StreamConsumer(Service):
                 for tp, batch in records.items()
                 for r in batch
             ]
-            if not messages:
-                continue
-            ends = {
-                TopicPartition(m.topic, m.partition): m.offset + 1
-                for m in messages  # in offset order per partition: the last wins
-            }
+            for part in _parts(messages, self._settings.batch_max_bytes):
+                await self._handle(part)
 
-            async def commit(offsets: dict[TopicPartition, int] = ends) -> None:
-                # The store holds the truth; Kafka's offsets only save re-reading.
-                mine = {tp: o for tp, o in offsets.items() if tp in consumer.assignment()}
-                try:
-                    if mine:
-                        await consumer.commit(mine)
-                except (CommitFailedError, KafkaError) as exc:
-                    log.info("Kafka offset commit skipped (%s); the store has them", exc)
+    async def _handle(self, messages: list[SourceMessage]) -> None:
+        """Process and (when due) store one batch, then commit its offsets to Kafka."""
+        consumer = self.consumer
+        assert consumer is not None
+        ends = {
+            TopicPartition(m.topic, m.partition): m.offset + 1
+            for m in messages  # in offset order per partition: the last wins
+        }
 
+        async def commit(offsets: dict[TopicPartition, int] = ends) -> None:
+            # The store holds the truth; Kafka's offsets only save re-reading.
+            mine = {tp: o for tp, o in offsets.items() if tp in consumer.assignment()}
             try:
-                await self._service.handle(messages, commit, owned=self._owned)
-            except Exception:
-                # Never move past a batch that was not stored: later offsets would be
-                # recorded as counted and this batch lost. Stop; a restart resumes exactly.
-                log.critical(
-                    "unexpected error processing a batch; stopping the worker", exc_info=True
-                )
-                os._exit(EXIT_UNEXPECTED)
+                if mine:
+                    await consumer.commit(mine)
+            except (CommitFailedError, KafkaError) as exc:
+                log.info("Kafka offset commit skipped (%s); the store has them", exc)
+
+        try:
+            await self._service.handle(messages, commit, owned=self._owned)
+        except Exception:
+            # Never move past a batch that was not stored: later offsets would be
+            # recorded as counted and this batch lost. Stop; a restart resumes exactly.
+            log.critical("unexpected error processing a batch; stopping the worker", exc_info=True)
+            os._exit(EXIT_UNEXPECTED)
 
     def _owned(self, topic: str, partition: int) -> bool:
         """Whether a partition is still this worker's (a batch fetched before a
         rebalance may hold messages of partitions given away since)."""
         return TopicPartition(topic, partition) in self.assignment()
+
+
+def _parts(messages: list[SourceMessage], max_bytes: int) -> Iterator[list[SourceMessage]]:
+    """``messages`` in consecutive parts of at most ``max_bytes`` of values (a larger
+    message is a part alone). Counting does not depend on how events are batched."""
+    start, size = 0, 0
+    for end, message in enumerate(messages):
+        length = len(message.value or b"")
+        if size + length > max_bytes and end > start:
+            yield messages[start:end]
+            start, size = end, 0
+        size += length
+    if start < len(messages):
+        yield messages[start:]

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from operator import attrgetter, itemgetter
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from driftline.detectors.binning import category_label
-from driftline.detectors.histogram import Column, Histogram
+from driftline.detectors.histogram import Column
+from driftline.detectors.panes import Pane, PaneLayout
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
@@ -27,18 +28,6 @@ from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
 from driftline.stream.outcomes import LabelRejection, OutcomeResult, OutcomeState
 from driftline.triggers.policy import EpisodePolicy, report_severity, retraining_event
-
-
-@dataclass(frozen=True, slots=True)
-class Pane:
-    """The histograms of every monitored feature over one pane of event time."""
-
-    histograms: tuple[Histogram, ...]
-
-    def __add__(self, other: Self) -> Self:
-        return type(self)(
-            tuple(a + b for a, b in zip(self.histograms, other.histograms, strict=True))
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +69,7 @@ class MonitorState:
         window = monitor.spec.window
         self.monitor = monitor
         self.ring = PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
+        self._layout = PaneLayout.of([f.histogram for f in monitor.profile.features])
         self.policy = EpisodePolicy(monitor.spec.policy)
         self.reference = ReferenceInfo(
             version=monitor.reference_version, fingerprint=monitor.fingerprint
@@ -251,9 +241,9 @@ class MonitorState:
         return {
             "reference_version": self.monitor.reference_version,
             "window": self.monitor.spec.window.model_dump(mode="json"),
-            "ring": self.ring.to_state(_pane_state),
+            "ring": self.ring.to_state(Pane.to_state),
             "segments": {
-                name: ring.to_state(_pane_state) for name, ring in self.segment_rings.items()
+                name: ring.to_state(Pane.to_state) for name, ring in self.segment_rings.items()
             },
             "policy": self.policy.to_state(),
             "labels": _labels_config(self.monitor),
@@ -271,10 +261,14 @@ class MonitorState:
             return False
         if state.get("window") != self.monitor.spec.window.model_dump(mode="json"):
             return False
-        self.ring.restore(state["ring"], _pane_from_state)
+
+        def pane_from_state(pane: Any) -> Pane:
+            return Pane.from_state(self._layout, pane)
+
+        self.ring.restore(state["ring"], pane_from_state)
         for name, ring_state in state.get("segments", {}).items():
             if name in self.segment_rings:
-                self.segment_rings[name].restore(ring_state, _pane_from_state)
+                self.segment_rings[name].restore(ring_state, pane_from_state)
         self.policy.restore(state["policy"])
         # Outcomes continue only under the same labels section; else they start afresh
         # (the drift windows are unaffected).
@@ -385,14 +379,14 @@ class MonitorState:
         for pane in np.unique(panes):
             selected = panes == pane
             histograms = histograms_of(self.monitor.profile, columns, selected)
-            self.ring.add(int(pane), Pane(tuple(histograms)))
+            self.ring.add(int(pane), Pane.pack(self._layout, histograms))
             if segments is None:
                 continue
             for name, ring in self.segment_rings.items():
                 in_segment = selected & (segments == name)
                 if in_segment.any():
                     histograms = histograms_of(self.monitor.profile, columns, in_segment)
-                    ring.add(int(pane), Pane(tuple(histograms)))
+                    ring.add(int(pane), Pane.pack(self._layout, histograms))
         self.ring.observe(float(ts.max()))
 
     def _segment_of(self, rows: Sequence[PredictionRow]) -> npt.NDArray[np.object_]:
@@ -473,11 +467,3 @@ def _floats(values: list[Any]) -> npt.NDArray[np.float64]:
         return np.array(values, dtype=np.float64)
     except TypeError:  # None among them
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def _pane_state(pane: Pane) -> list[dict[str, Any]]:
-    return [histogram.to_state() for histogram in pane.histograms]
-
-
-def _pane_from_state(state: list[dict[str, Any]]) -> Pane:
-    return Pane(tuple(Histogram.from_state(h) for h in state))
