@@ -32,12 +32,14 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## Benchmarks (each prints its figures and the machine): one window evaluation, detection
-## latency, worker memory, end-to-end throughput against plain Faust and raw aiokafka.
+## latency, worker memory, end-to-end throughput against plain Faust and raw aiokafka, and
+## 2 workers against 1 on 4 partitions.
 bench: $(STAMP)
 	$(BIN)/python bench/window_eval.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/scale_out.py
 
 clean:
 	rm -rf $(VENV) .driftline driftline.db .pytest_cache .mypy_cache .ruff_cache

@@ -11,9 +11,12 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,46 @@ def counted(api: str) -> float:
             for line in response.read().decode().splitlines()
             if line.startswith("driftline_events_processed_total{")
         )
+
+
+#: What the worker imports, heaviest first; the last one brings the rest of driftline.
+LIBRARIES = [
+    "numpy",
+    "sqlalchemy",
+    "alembic",
+    "aiohttp",
+    "aiokafka",
+    "confluent_kafka",
+    "pydantic",
+    "faust.app.base",
+    "scipy.special",
+    "pyarrow.parquet",
+    "driftline.stream.worker",
+]
+
+_IMPORTS = """
+import importlib, json, sys
+from itertools import pairwise
+from pathlib import Path
+
+def rss():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(l.split()[1]) / 1024 for l in status if l.startswith("VmRSS:"))
+
+sizes = [("python", rss())]
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    sizes.append((name, rss()))
+print(json.dumps(sizes))
+"""
+
+
+def import_rss() -> list[tuple[str, float]]:
+    """RSS of a fresh interpreter after each of the worker's libraries is imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS, *LIBRARIES], capture_output=True, check=True, text=True
+    )
+    return [(name, float(mb)) for name, mb in json.loads(done.stdout)]
 
 
 def run(models: int, features: int, events: int) -> dict[str, Any]:
@@ -143,6 +186,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.models, args.features, args.events)
+    result["imports_rss_mb"] = import_rss()
     machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps({"machine": machine, **result}, indent=2))
@@ -153,6 +197,12 @@ def main() -> None:
         f"with every window full, {result['rss_end_mb']:.0f} MB after {result['events']:,} "
         f"events (growth {result['growth_after_full_mb']:+.1f} MB, "
         f"max {result['rss_max_after_full_mb']:.0f} MB)"
+    )
+    sizes = result["imports_rss_mb"]
+    steps = ", ".join(f"{name} +{mb - before:.0f}" for (_, before), (name, mb) in pairwise(sizes))
+    print(
+        f"of which the worker's imports alone: {sizes[-1][1]:.0f} MB RSS in a fresh "
+        f"interpreter (python {sizes[0][1]:.0f} MB, then {steps})"
     )
     print(f"machine: {machine}")
 
