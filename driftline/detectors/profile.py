@@ -331,6 +331,13 @@ class ReferenceProfile:
         calibration = Calibration.build(histograms, metric, alpha, seed, samples)
         return replace(self, calibration=calibration, _samples=samples)
 
+    def uncalibrated(self) -> ReferenceProfile:
+        """This profile as built from the data, before any calibration (its label's too)."""
+        outcomes = self.outcomes
+        if outcomes is not None:
+            outcomes = replace(outcomes, label=outcomes.label.uncalibrated())
+        return replace(self, calibration=None, _samples=0, outcomes=outcomes)
+
     def to_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "n_rows": self.n_rows,
