@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ import yaml
 from aiohttp import web
 from confluent_kafka import Producer
 from standardwebhooks import Webhook
+
+sys.path.insert(0, str(Path(__file__).parent))
+from throughput import worker_settings
 
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.embedded.process import WorkerProcess
@@ -133,17 +137,14 @@ def start_worker(bootstrap: str, workdir: Path, url: str) -> WorkerProcess:
     }
     (workdir / "monitors.yaml").write_text(yaml.safe_dump({"models": [monitor]}))
     ensure_topics(bootstrap, Topics("lat").all(), 1)
-    settings = {
-        "KAFKA_BOOTSTRAP": bootstrap,
-        "TOPIC_PREFIX": "lat",
-        "CONSUMER_GROUP": "lat",
-        "MONITORS_PATH": str(workdir / "monitors.yaml"),
-        "DATABASE_URL": f"sqlite:///{workdir / 'driftline.db'}",
-        "DATA_DIR": str(workdir / "data"),
-        "SESSION_TIMEOUT_S": "6",
-        "BATCH_TIMEOUT_S": "0.01",
-        "LOG_LEVEL": "warn",
-    }
+    settings = worker_settings(
+        bootstrap,
+        "lat",
+        workdir / "monitors.yaml",
+        workdir,
+        SESSION_TIMEOUT_S="6",
+        BATCH_TIMEOUT_S="0.01",
+    )
     worker = WorkerProcess(settings, workdir / "worker.log").start()
     deadline = time.monotonic() + 60
     while not assigned(worker):

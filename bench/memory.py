@@ -29,6 +29,9 @@ import pyarrow.parquet as pq
 import yaml
 from confluent_kafka import Producer
 
+sys.path.insert(0, str(Path(__file__).parent))
+from throughput import worker_settings
+
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.embedded.process import WorkerProcess
 from driftline.stream.topics import Topics, ensure_topics
@@ -117,16 +120,9 @@ def run(models: int, features: int, events: int) -> dict[str, Any]:
         (workdir / "monitors.yaml").write_text(yaml.safe_dump(config))
         topics = Topics("mem")
         ensure_topics(bootstrap, topics.all(), 1)
-        settings = {
-            "KAFKA_BOOTSTRAP": bootstrap,
-            "TOPIC_PREFIX": "mem",
-            "CONSUMER_GROUP": "mem",
-            "MONITORS_PATH": str(workdir / "monitors.yaml"),
-            "DATABASE_URL": f"sqlite:///{workdir / 'driftline.db'}",
-            "DATA_DIR": str(workdir / "data"),
-            "SESSION_TIMEOUT_S": "6",
-            "LOG_LEVEL": "warn",
-        }
+        settings = worker_settings(
+            bootstrap, "mem", workdir / "monitors.yaml", workdir, SESSION_TIMEOUT_S="6"
+        )
         launched = time.perf_counter()
         worker = WorkerProcess(settings, workdir / "worker.log").start(ready_within_s=900)
         startup_s = time.perf_counter() - launched

@@ -35,7 +35,7 @@ import yaml
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import FEATURES, START, metric, wait_counted
+from throughput import FEATURES, START, metric, wait_counted, worker_settings
 
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.embedded.process import WorkerProcess
@@ -110,16 +110,14 @@ def run(bootstrap: str, workers: int, rows: int, batch: int, workdir: Path) -> d
     triples = messages(rows, batch)
     processes = [
         WorkerProcess(
-            {
-                "KAFKA_BOOTSTRAP": bootstrap,
-                "TOPIC_PREFIX": prefix,
-                "CONSUMER_GROUP": prefix,
-                "MONITORS_PATH": str(monitors),
-                "DATABASE_URL": f"sqlite:///{workdir / f'{prefix}.db'}",
-                "DATA_DIR": str(workdir / f"{prefix}-{w}"),
-                "SESSION_TIMEOUT_S": "6",
-                "LOG_LEVEL": "warn",
-            },
+            worker_settings(
+                bootstrap,
+                prefix,
+                monitors,
+                workdir,
+                DATA_DIR=str(workdir / f"{prefix}-{w}"),
+                SESSION_TIMEOUT_S="6",
+            ),
             workdir / f"{prefix}-{w}.log",
         )
         for w in range(workers)

@@ -195,6 +195,23 @@ def metric(api: str, name: str) -> float:
         )
 
 
+def worker_settings(
+    bootstrap: str, prefix: str, monitors: Path, workdir: Path, **extra: str
+) -> dict[str, str]:
+    """A benchmark worker's settings: its own topics and group, a SQLite store in
+    ``workdir`` (shared by workers of one prefix), logging warnings only."""
+    return {
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "CONSUMER_GROUP": prefix,
+        "MONITORS_PATH": str(monitors),
+        "DATABASE_URL": f"sqlite:///{workdir / f'{prefix}.db'}",
+        "DATA_DIR": str(workdir / f"{prefix}-data"),
+        "LOG_LEVEL": "warn",
+        **extra,
+    }
+
+
 def driftline_worker(
     bootstrap: str,
     prefix: str,
@@ -220,15 +237,7 @@ def driftline_worker(
     }
     monitors = workdir / "monitors.yaml"
     monitors.write_text(yaml.safe_dump(config))
-    settings = {
-        "KAFKA_BOOTSTRAP": bootstrap,
-        "TOPIC_PREFIX": prefix,
-        "CONSUMER_GROUP": prefix,
-        "MONITORS_PATH": str(monitors),
-        "DATABASE_URL": f"sqlite:///{workdir / 'driftline.db'}",
-        "DATA_DIR": str(workdir / "data"),
-        "LOG_LEVEL": "warn",
-    }
+    settings = worker_settings(bootstrap, prefix, monitors, workdir)
     produce(bootstrap, Topics(prefix).predictions, pairs)
     worker = WorkerProcess(settings, workdir / "worker.log").start(ready_within_s=900)
     try:

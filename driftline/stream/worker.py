@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import logging.config
@@ -111,8 +113,27 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
         broker.stop()
 
 
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Have glibc's malloc keep ``arenas`` arenas, not 8 per core (True if it took).
+
+    The store thread's large, short-lived JSON documents otherwise spread over arenas
+    of their own that are rarely returned: with 2, a 100-model worker's RSS stays 30 MB
+    lower and levels off sooner (``bench/memory.py``). The same as
+    ``MALLOC_ARENA_MAX=2``; elsewhere than glibc, nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
 def run_worker(settings: Settings) -> None:
     """Run until stopped (SIGINT/SIGTERM)."""
+    limit_malloc_arenas()  # before any thread starts
     config = logging_config(settings.log_format, settings.log_level)
     if config is not None:  # from the first line on, not only once Faust starts
         logging.config.dictConfig(config)
