@@ -117,9 +117,9 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Have glibc's malloc keep ``arenas`` arenas, not 8 per core (True if it took).
 
     The store thread's large, short-lived JSON documents otherwise spread over arenas
-    of their own that are rarely returned: with 2, a 100-model worker's RSS stays 30 MB
-    lower and levels off sooner (``bench/memory.py``). The same as
-    ``MALLOC_ARENA_MAX=2``; elsewhere than glibc, nothing changes.
+    of their own that are rarely returned: with 2, a 100-model worker's RSS is about
+    40 MB lower (``bench/memory.py``). The same as ``MALLOC_ARENA_MAX=2``; elsewhere
+    than glibc, nothing changes.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
