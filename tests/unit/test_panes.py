@@ -93,4 +93,6 @@ def test_a_batch_is_processed_in_parts_of_bounded_bytes() -> None:
     messages = [SourceMessage(None, b"x" * n, "t", 0, i) for i, n in enumerate([3, 4, 9, 1, 1])]
     parts = list(_parts(messages, 8))
     assert [[m.offset for m in part] for part in parts] == [[0, 1], [2], [3, 4]]
+    exactly = [SourceMessage(None, b"x" * n, "t", 0, i) for i, n in enumerate([4, 4, 1])]
+    assert [[m.offset for m in part] for part in _parts(exactly, 8)] == [[0, 1], [2]]
     assert list(_parts([], 8)) == []
