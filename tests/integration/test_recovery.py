@@ -107,12 +107,15 @@ class Store:
             for r in rows
         ]
 
-    def rows(self) -> tuple[list[int], list[int]]:
-        """(partitions, offsets) of the stored consumer offsets."""
-        return (
-            self.column("SELECT partition FROM consumer_offsets ORDER BY partition"),
-            self.column('SELECT "offset" FROM consumer_offsets ORDER BY partition'),
-        )
+    def offsets(self) -> dict[int, int]:
+        """The stored consumer offsets by partition, in one query (a worker can store a
+        partition between two)."""
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(text('SELECT partition, "offset" FROM consumer_offsets'))
+                return {int(partition): int(offset) for partition, offset in rows}
+        except Exception:  # tables not created yet
+            return {}
 
     def offset(self) -> int:
         values = self.column('SELECT "offset" FROM consumer_offsets')
