@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 
 import faust
 
-from driftline.detectors.profile import ReferenceProfile
 from driftline.embedded.broker import EmbeddedBroker
 from driftline.exceptions import ReferenceDataError
 from driftline.logs import logging_config
-from driftline.monitoring import Monitor, calibrate, profile_file
+from driftline.monitoring import Monitor, build_monitor, calibrate
 from driftline.registry import runnable
 from driftline.schemas.monitors import MonitorSpec, load_monitors
 from driftline.settings import Settings
@@ -32,9 +31,8 @@ def prepare_monitor(spec: MonitorSpec, store: Store) -> Monitor:
     """Build (or load) the monitor's reference profile and store its version."""
     now = datetime.now(UTC)
     if spec.reference.path is not None:
-        listed, built = profile_file(spec.reference.path, spec.features, labels=spec.labels)
-        profile = calibrate(stored_calibration(store, spec.model_id, built), spec.thresholds)
-        monitor = Monitor(spec, tuple(listed), profile)
+        latest = store.load_profile(spec.model_id, "latest")
+        monitor = build_monitor(spec, stored=None if latest is None else latest[1])
         version = store.save_profile(spec.model_id, monitor.profile, str(spec.reference.path), now)
     else:
         assert spec.reference.stored is not None
@@ -56,19 +54,6 @@ def prepare_monitor(spec: MonitorSpec, store: Store) -> Monitor:
     resolved = spec.model_copy(update={"features": list(monitor.features)})
     store.save_monitor(resolved, version, now)
     return Monitor(resolved, monitor.features, monitor.profile, version)
-
-
-def stored_calibration(store: Store, model_id: str, profile: ReferenceProfile) -> ReferenceProfile:
-    """The model's latest stored profile if it is ``profile`` calibrated, else ``profile``.
-
-    Calibration is seeded from the profile's content, so an unchanged reference file
-    calibrates to what is stored; reusing it saves the calibration (most of a second per
-    50-feature model) at every start. Other thresholds are calibrated again anyway.
-    """
-    stored = store.load_profile(model_id, "latest")
-    if stored is not None and stored[1].uncalibrated().fingerprint() == profile.fingerprint():
-        return stored[1]
-    return profile
 
 
 def prepare_monitors(
