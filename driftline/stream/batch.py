@@ -6,10 +6,10 @@ The worker and ``driftline replay`` both run this; only the I/O around it differ
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import repeat
 
 from driftline.monitoring import Monitor
 from driftline.schemas.events import LabelRow, PredictionRow, decode_message
@@ -46,15 +46,49 @@ class BatchResult:
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+class _Origins:
+    """Where each row of a group came from (its message, and its index in the message's
+    batch), kept per message: a lookup costs a bisection, a row nothing."""
+
+    __slots__ = ("_indices", "_sources", "_starts", "size")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._sources: list[SourceMessage] = []
+        self._indices: list[Sequence[int | None]] = []
+        self.size = 0
+
+    def extend(self, source: SourceMessage, indices: Sequence[int | None]) -> None:
+        """The next ``len(indices)`` rows came from ``source``, at these indices."""
+        if indices:
+            self._starts.append(self.size)
+            self._sources.append(source)
+            self._indices.append(indices)
+            self.size += len(indices)
+
+    def __getitem__(self, position: int) -> tuple[SourceMessage, int | None]:
+        if not 0 <= position < self.size:
+            raise IndexError(position)
+        at = bisect_right(self._starts, position) - 1
+        return self._sources[at], self._indices[at][position - self._starts[at]]
+
+    def __iter__(self) -> Iterator[tuple[SourceMessage, int | None]]:
+        for source, indices in zip(self._sources, self._indices, strict=True):
+            for index in indices:
+                yield source, index
+
+
 @dataclass
 class _ModelRows:
     rows: list[PredictionRow] = field(default_factory=list)
-    origins: list[tuple[SourceMessage, int | None]] = field(default_factory=list)
+    origins: _Origins = field(default_factory=_Origins)
     labels: list[LabelItem] = field(default_factory=list)
     order: list[bool] = field(default_factory=list)
     model_version: str | None = None
     #: Every row's features are floats or None (decoded so): no type to check.
     numeric: bool = True
+    #: Every row is its model's ``TypedRow``.
+    typed: bool = True
 
     def add_label(self, row: LabelRow, source: SourceMessage, index: int | None) -> None:
         """A label; its origin is plain data, kept with it while it waits (snapshots)."""
@@ -110,7 +144,8 @@ class StreamProcessor:
     ) -> dict[str, _ModelRows]:
         groups: dict[str, _ModelRows] = {}
         for source in messages:
-            decoded = decode_message(source.value)
+            state = self.states.get(source.key.decode(errors="replace")) if source.key else None
+            decoded = decode_message(source.value, None if state is None else state.typed)
             for error in decoded.errors:
                 if error.index is None:
                     result.dead.append(whole_message(source, error.reason, error.message))
@@ -136,9 +171,10 @@ class StreamProcessor:
             group = groups.setdefault(decoded.model_id, _ModelRows())
             group.model_version = decoded.model_version or group.model_version
             group.numeric = group.numeric and decoded.numeric
+            group.typed = group.typed and decoded.typed
             if decoded.plain:  # predictions only, nothing to join: in one step
                 group.rows += decoded.rows
-                group.origins += zip(repeat(source), decoded.row_indices)
+                group.origins.extend(source, decoded.row_indices)
                 group.order += decoded.order
                 continue
             rows = iter(zip(decoded.rows, decoded.row_indices, strict=True))
@@ -150,7 +186,7 @@ class StreamProcessor:
                     continue
                 row, index = next(rows)
                 group.rows.append(row)
-                group.origins.append((source, index))
+                group.origins.extend(source, (index,))
                 group.order.append(True)
                 if row.label is not None:  # known with the prediction: joins at once
                     label = LabelRow(event_id=row.event_id, ts=row.ts, label=row.label)
@@ -166,6 +202,7 @@ class StreamProcessor:
                 labels=group.labels,
                 order=group.order,
                 numeric=group.numeric,
+                typed=group.typed,
             )
         except Exception as exc:  # a bug must not lose events: dead-letter them all
             log.exception("processing %d events of %s failed", len(group.order), model_id)

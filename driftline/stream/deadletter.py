@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from driftline.schemas.events import EventRow, WireRow
+from driftline.schemas.events import EventRow, TypedRow, WireRow, batch_rows
 
 REASON_HEADER = "driftline-reason"
 
@@ -67,7 +67,12 @@ def one_row(
     """One row: a single event as it arrived, or a batch row as a standalone event."""
     if batch_index is None:
         return whole_message(source, reason, message)
-    body = row.model_dump(mode="json") if isinstance(row, EventRow | WireRow) else row
+    if isinstance(row, TypedRow) and source.value:  # only its monitored features were read
+        body = batch_rows(source.value)[batch_index]
+    elif isinstance(row, EventRow | WireRow):
+        body = row.model_dump(mode="json")
+    else:
+        body = row
     if isinstance(body, dict):
         body = {"model_id": model_id, "model_version": model_version, **body}
     return DeadLetter(source.key, orjson.dumps(body), reason, message, source, batch_index)

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from msgspec.structs import astuple
 
 from driftline.detectors.binning import category_label
 from driftline.detectors.histogram import Column
@@ -22,7 +24,7 @@ from driftline.detectors.panes import Pane, PaneLayout
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.detectors.window import PaneRing
 from driftline.monitoring import Monitor, histograms_of, window_report
-from driftline.schemas.events import LabelRow, PredictionRow
+from driftline.schemas.events import LabelRow, PredictionRow, TypedDecoder
 from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
@@ -90,6 +92,12 @@ class MonitorState:
         #: The fast path's column getter: (feature names, the prediction feature's name or
         #: "", the getter of a row's feature values), when every feature is numeric.
         self._row_values = _row_values(monitor.features)
+        #: Its messages' decoder, when every feature is numeric (the fastest path).
+        self.typed = (
+            None
+            if self._row_values is None
+            else _typed_decoder(monitor.model_id, tuple(self._row_values[0]))
+        )
         #: Labels joined to predictions: performance windows and concept drift.
         self.outcomes = (
             None if monitor.spec.labels is None else OutcomeState(monitor, self.reference)
@@ -104,18 +112,20 @@ class MonitorState:
         labels: Sequence[LabelItem] = (),
         order: Sequence[bool] | None = None,
         numeric: bool = False,
+        typed: bool = False,
     ) -> ProcessResult:
         """Count ``rows`` into their panes, close the windows the watermark passed, decide.
 
         ``labels`` are joined to the predictions (in ``order``: True for the next row,
         False for the next label; default: the rows, then the labels). ``numeric``: every
-        feature value is known to be a float or None (decoded so). ``now``
+        feature value is known to be a float or None (decoded so); ``typed``: every row is
+        a ``TypedRow`` of this model's ``typed`` decoder. ``now``
         (wall-clock time) only stamps the retraining events fired.
         """
         result = ProcessResult()
         if model_version is not None:
             self.model_version = model_version
-        columns = self._numeric_columns(rows, numeric)
+        columns = self._numeric_columns(rows, numeric, typed)
         if columns is not None:  # every value a number or missing: no row to check
             positions = list(range(len(rows)))
         else:
@@ -296,14 +306,16 @@ class MonitorState:
         return result
 
     def _numeric_columns(
-        self, rows: Sequence[PredictionRow], numeric: bool
+        self, rows: Sequence[PredictionRow], numeric: bool, typed: bool = False
     ) -> dict[str, Column] | None:
         """Every column at once (the fast path), when every monitored feature is numeric,
         present in every row, and every value a number or null (known to be when
-        ``numeric``); else None."""
+        ``numeric``); else None. ``typed`` rows have every feature (None if missing)."""
         if self._row_values is None or not rows:
             return None
-        names, prediction, get = self._row_values
+        names, prediction, by_name = self._row_values
+        # Typed rows' features are structs whose fields are the names, in order.
+        get: Callable[[Any], tuple[Any, ...]] = astuple if typed else by_name
         flat: npt.NDArray[np.float64] | None = None
         try:
             if numeric:  # floats (or None: then the list below) straight into an array
@@ -429,6 +441,12 @@ def _row_values(
     get = itemgetter(*names)
     getter = get if len(names) > 1 else (lambda values: (get(values),))
     return names, from_prediction[0] if from_prediction else "", getter
+
+
+@lru_cache(maxsize=1024)
+def _typed_decoder(model_id: str, names: tuple[str, ...]) -> TypedDecoder:
+    """One decoder per model and feature list (a state is rebuilt on each rebalance)."""
+    return TypedDecoder(model_id, names)
 
 
 def _labels_config(monitor: Monitor) -> dict[str, Any] | None:

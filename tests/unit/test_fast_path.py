@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 from driftline.detectors.profile import ReferenceProfile
 from driftline.monitoring import Monitor, calibrate
 from driftline.schemas import events
-from driftline.schemas.events import EventRow, NumericRow, decode_message
+from driftline.schemas.events import (
+    EventRow,
+    NumericRow,
+    TypedDecoder,
+    TypedRow,
+    decode_message,
+)
 from driftline.schemas.monitors import MonitorSpec
+from driftline.stream.batch import StreamProcessor
+from driftline.stream.deadletter import SourceMessage
 from driftline.stream.processing import MonitorState
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
@@ -104,6 +112,83 @@ def test_fast_decoding_accepts_only_what_the_row_path_accepts_and_reads_it_the_s
         )
 
 
+@given(messages())
+@settings(max_examples=400, deadline=None)
+def test_a_models_typed_decoder_accepts_only_what_the_row_path_accepts_and_reads_it_the_same(
+    body: dict[str, Any],
+) -> None:
+    """A model's own decoder (features ``x`` and ``c`` as struct fields) takes a message
+    only if the row-by-row path takes it whole, with that model, and reads its monitored
+    features the same (a missing one as None, as ``dict.get``)."""
+    value = orjson.dumps(body)
+    typed = events._decode_typed(value, TypedDecoder("m", ["x", "c"]))
+    reference = slow(value)
+    if typed is None:
+        return
+    assert typed.typed
+    assert typed.numeric
+    assert typed.plain
+    assert reference.errors == []
+    assert reference.labels == []
+    assert typed.model_id == reference.model_id == "m"
+    assert typed.model_version == reference.model_version
+    assert list(typed.row_indices) == reference.row_indices
+    assert typed.order == reference.order
+    for fast_row, row in zip(typed.rows, reference.rows, strict=True):
+        assert isinstance(fast_row, TypedRow)
+        assert (fast_row.event_id, fast_row.ts) == (row.event_id, row.ts)
+        assert (fast_row.prediction, fast_row.segment) == (row.prediction, row.segment)
+        for name in ("x", "c"):
+            assert fast_row.features.get(name) == row.features.get(name)
+            assert type(fast_row.features.get(name)) in (float, type(None))
+        assert fast_row.features.get("y") is None  # not monitored: not read
+
+
+def test_a_typed_decoder_takes_only_its_own_models_messages() -> None:
+    """Chosen by the Kafka key, it must still refuse a body of another model; feature
+    names need not be identifiers; unmonitored features are skipped, whatever they hold."""
+    decoder = TypedDecoder("m", ["feature-1", "class"])
+    row = {"event_id": "e", "ts": 1.7e9, "features": {"feature-1": 2, "other": "text"}}
+    batch = events._decode_typed(orjson.dumps({"model_id": "m", "events": [row]}), decoder)
+    assert batch is not None
+    features = batch.rows[0].features
+    assert (features["feature-1"], features.get("class"), features.get("other")) == (
+        2.0,
+        None,
+        None,
+    )
+    assert features.get("other", "absent") == "absent"
+    with pytest.raises(KeyError):
+        features["other"]
+    for refused in (
+        {"model_id": "n", "events": [row]},  # another model's body
+        {"model_id": "m", **row, "model_version": 3},
+        {**row},  # a single event must name its model
+        {"model_id": "m", **row, "ts": 1.7e12},  # milliseconds
+        {"model_id": "m", **row, "features": {"class": True}},
+        {"model_id": "m", "events": [row, {**row, "label": 1}]},
+    ):
+        assert events._decode_typed(orjson.dumps(refused), decoder) is None
+    assert events._decode_typed(orjson.dumps({"model_id": "m", **row}), decoder) is not None
+
+
+def test_dead_letters_of_typed_rows_are_the_rows_as_they_arrived() -> None:
+    """A late row decoded by its model's typed decoder (which read only the monitored
+    features) is dead-lettered with everything it held."""
+    processor = StreamProcessor({"m": numeric_monitor(prediction=False)})
+    assert processor.states["m"].typed is not None
+    first = {"event_id": "a", "ts": 1.7e9 + 600, "features": {"x": 1, "y": 2}}
+    late = {"event_id": "b", "ts": 1.7e9, "features": {"x": 1, "kept": ["a", {"b": None}]}}
+    late["segment"] = "s1"
+    value = orjson.dumps({"model_id": "m", "events": [first, late]})
+    result = processor.process([SourceMessage(b"m", value, "t", 0, 7)], NOW)
+    assert result.accepted == {"m": 1}
+    [letter] = result.dead
+    assert letter.reason == "late"
+    assert letter.batch_index == 1
+    assert orjson.loads(letter.value) == {"model_id": "m", "model_version": None, **late}
+
+
 def test_the_common_messages_take_the_fast_path() -> None:
     row = {"event_id": "e", "ts": 1.7e9, "features": {"x": 1, "y": 0.5, "z": None}}
     batch = decode_message(orjson.dumps({"model_id": "m", "events": [row, row]}))
@@ -180,12 +265,27 @@ def test_block_columns_count_what_the_checked_columns_count(
     }
     value = orjson.dumps(batch)
     monitor = numeric_monitor(prediction)
-    fast_state, slow_state = MonitorState(monitor), MonitorState(monitor)
-    decoded = decode_message(value)
-    fast = fast_state.process(decoded.rows, now=NOW, numeric=decoded.numeric)
+    slow_state = MonitorState(monitor)
     reference = slow(value)
     checked = slow_state.process(reference.rows, now=NOW)
-    assert fast.accepted == checked.accepted
-    assert fast.rejections == checked.rejections
-    assert [r.model_dump() for r in fast.reports] == [r.model_dump() for r in checked.reports]
-    assert fast_state.to_state() == slow_state.to_state()
+    fast_state, typed_state, mixed_state = (MonitorState(monitor) for _ in range(3))
+    decoded = decode_message(value)
+    typed = decode_message(value, typed_state.typed)
+    # Only a y that is not a number (or null) keeps a message from its typed decoder.
+    assert typed.typed == all(
+        not has_y or type(y) in (int, float, type(None)) for *_, y, _, has_y in data
+    )
+    runs = [
+        (fast_state, fast_state.process(decoded.rows, now=NOW, numeric=decoded.numeric)),
+        (
+            typed_state,
+            typed_state.process(typed.rows, now=NOW, numeric=typed.numeric, typed=typed.typed),
+        ),
+        # Typed rows among others (a message without its key, say): read by name.
+        (mixed_state, mixed_state.process(typed.rows, now=NOW, numeric=typed.numeric)),
+    ]
+    for state, fast in runs:
+        assert fast.accepted == checked.accepted
+        assert fast.rejections == checked.rejections
+        assert [r.model_dump() for r in fast.reports] == [r.model_dump() for r in checked.reports]
+        assert state.to_state() == slow_state.to_state()
