@@ -108,6 +108,15 @@ class WindowSpec(_Strict):
     min_events: int = Field(
         100, ge=1, description="Windows with fewer events are reported but never drifted."
     )
+    max_future: Duration | None = Field(
+        300.0,
+        ge=0,
+        description=(
+            "How far an event's time may be ahead of its Kafka message's timestamp; "
+            "later ones are dead-lettered (reason future) instead of moving the watermark "
+            "past every real event. null: no limit."
+        ),
+    )
 
     @model_validator(mode="after")
     def _pane_width(self) -> WindowSpec:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from itertools import compress
+from operator import attrgetter
 
 from driftline.monitoring import Monitor
-from driftline.schemas.events import LabelRow, PredictionRow, decode_message
+from driftline.schemas.events import DecodedMessage, LabelRow, PredictionRow, decode_message
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.deadletter import (
@@ -96,6 +98,49 @@ class _ModelRows:
         self.order.append(False)
 
 
+_TS = attrgetter("ts")
+
+
+def _refuse_future(
+    decoded: DecodedMessage,
+    source: SourceMessage,
+    limit: float,
+    max_future: float,
+    result: BatchResult,
+) -> DecodedMessage:
+    """``decoded`` without its rows timed after ``limit`` (its message's Kafka timestamp
+    plus ``window.max_future``), which are dead-lettered: one such event would move the
+    model's watermark past every real one, making them all late."""
+    keep = [row.ts <= limit for row in decoded.rows]
+    sent = datetime.fromtimestamp(source.timestamp or 0.0, UTC).isoformat()
+    for row, index, kept in zip(decoded.rows, decoded.row_indices, keep, strict=True):
+        if not kept:
+            moment = datetime.fromtimestamp(row.ts, UTC).isoformat()
+            message = (
+                f"event time {moment} is more than window.max_future ({max_future:g} s) "
+                f"ahead of its Kafka message's timestamp {sent}"
+            )
+            result.dead.append(
+                one_row(
+                    source,
+                    "future",
+                    message,
+                    index,
+                    decoded.model_id,
+                    decoded.model_version,
+                    row,
+                )
+            )
+    verdicts = iter(keep)
+    order = [not is_row or next(verdicts) for is_row in decoded.order]
+    return replace(
+        decoded,
+        rows=list(compress(decoded.rows, keep)),
+        row_indices=list(compress(decoded.row_indices, keep)),
+        order=[is_row for is_row, kept in zip(decoded.order, order, strict=True) if kept],
+    )
+
+
 class StreamProcessor:
     """Each monitored model's state, and the processing of batches of messages into it."""
 
@@ -161,14 +206,22 @@ class StreamProcessor:
                             error.raw,
                         )
                     )
-            if not decoded.order or decoded.model_id is None:
+            model_id = decoded.model_id
+            if not decoded.order or model_id is None:
                 continue
-            if decoded.model_id not in self.states:
+            if model_id not in self.states:
                 result.skipped += len(decoded.order)
                 continue
+            max_future = self.monitors[model_id].spec.window.max_future
+            if source.timestamp is not None and max_future is not None and decoded.rows:
+                limit = source.timestamp + max_future
+                if max(map(_TS, decoded.rows)) > limit:
+                    decoded = _refuse_future(decoded, source, limit, max_future, result)
+                    if not decoded.order:
+                        continue
             home = self.home_topics.get(source.topic, source.topic)
-            result.partitions[decoded.model_id] = (home, source.partition)
-            group = groups.setdefault(decoded.model_id, _ModelRows())
+            result.partitions[model_id] = (home, source.partition)
+            group = groups.setdefault(model_id, _ModelRows())
             group.model_version = decoded.model_version or group.model_version
             group.numeric = group.numeric and decoded.numeric
             group.typed = group.typed and decoded.typed

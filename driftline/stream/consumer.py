@@ -105,7 +105,14 @@ class StreamConsumer(Service):
                 timeout_ms=timeout_ms, max_records=self._settings.batch_size
             )
             messages = [
-                SourceMessage(r.key, r.value, tp.topic, tp.partition, r.offset)
+                SourceMessage(
+                    r.key,
+                    r.value,
+                    tp.topic,
+                    tp.partition,
+                    r.offset,
+                    r.timestamp / 1000 if r.timestamp is not None and r.timestamp >= 0 else None,
+                )
                 for tp, batch in records.items()
                 for r in batch
             ]

@@ -22,6 +22,8 @@ class SourceMessage:
     topic: str
     partition: int
     offset: int
+    #: The message's Kafka timestamp in epoch seconds (None when it has none, or in replay).
+    timestamp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,7 +250,7 @@ class MonitorState:
         """Everything needed to continue exactly where this state is (JSON-able)."""
         return {
             "reference_version": self.monitor.reference_version,
-            "window": self.monitor.spec.window.model_dump(mode="json"),
+            "window": _window_shape(self.monitor),
             "ring": self.ring.to_state(Pane.to_state),
             "segments": {
                 name: ring.to_state(Pane.to_state) for name, ring in self.segment_rings.items()
@@ -269,7 +269,7 @@ class MonitorState:
         or another window shape."""
         if state.get("reference_version") != self.monitor.reference_version:
             return False
-        if state.get("window") != self.monitor.spec.window.model_dump(mode="json"):
+        if state.get("window") != _window_shape(self.monitor):
             return False
 
         def pane_from_state(pane: Any) -> Pane:
@@ -447,6 +447,12 @@ def _row_values(
 def _typed_decoder(model_id: str, names: tuple[str, ...]) -> TypedDecoder:
     """One decoder per model and feature list (a state is rebuilt on each rebalance)."""
     return TypedDecoder(model_id, names)
+
+
+def _window_shape(monitor: Monitor) -> dict[str, Any]:
+    """What a snapshot's panes depend on: the window section, less ``max_future`` (which
+    only decides which events come in; snapshots from before it existed lack it)."""
+    return monitor.spec.window.model_dump(mode="json", exclude={"max_future"})
 
 
 def _labels_config(monitor: Monitor) -> dict[str, Any] | None:
