@@ -1,10 +1,10 @@
 """Benchmark: resident memory of a driftline worker with 100 models x 50 numeric features
 and windows of 12 panes, once every model has all 12 panes filled, and its growth while
-1M more events go through (it must stay flat: panes are summaries, not events). Also
-the RSS of the worker's imports alone, and its startup time on an empty store and on
-restart. Default settings (snapshot cadence 1 s).
+2M more events go through, million by million (it must stay flat: panes are summaries,
+not events). Also the RSS of the worker's imports alone, and its startup time on an
+empty store and on restart. Default settings (snapshot cadence 1 s).
 
-    python bench/memory.py [--models 100] [--features 50] [--events 1000000] [--json]
+    python bench/memory.py [--models 100] [--features 50] [--events 2000000] [--json]
 """
 
 from __future__ import annotations
@@ -164,8 +164,14 @@ def run(models: int, features: int, events: int) -> dict[str, Any]:
         launched = time.perf_counter()
         WorkerProcess(settings, workdir / "restart.log").start(ready_within_s=900).stop()
         restart_s = time.perf_counter() - launched
-    full = next(mb for n, mb in samples if n >= (PANES + 1) * models * ROWS)
-    after_full = [mb for n, mb in samples if n >= (PANES + 1) * models * ROWS]
+    filled = (PANES + 1) * models * ROWS
+    full = next(mb for n, mb in samples if n >= filled)
+    after_full = [mb for n, mb in samples if n >= filled]
+    # RSS at each further million events after the windows filled (the last sample at or
+    # before it): the growth over each million.
+    marks = [full]
+    for million in range(1, (sent - filled) // 1_000_000 + 1):
+        marks.append(next(mb for n, mb in reversed(samples) if n <= filled + million * 1_000_000))
     return {
         "models": models,
         "features": features,
@@ -178,6 +184,7 @@ def run(models: int, features: int, events: int) -> dict[str, Any]:
         "rss_end_mb": samples[-1][1],
         "rss_max_after_full_mb": max(after_full),
         "growth_after_full_mb": samples[-1][1] - full,
+        "growth_per_million_mb": [b - a for a, b in pairwise(marks)],
         "samples": samples,
     }
 
@@ -186,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--features", type=int, default=50)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.models, args.features, args.events)
@@ -202,6 +209,8 @@ def main() -> None:
         f"events (growth {result['growth_after_full_mb']:+.1f} MB, "
         f"max {result['rss_max_after_full_mb']:.0f} MB)"
     )
+    growth = ", ".join(f"{mb:+.1f} MB" for mb in result["growth_per_million_mb"])
+    print(f"growth over each million events after the windows filled: {growth}")
     print(
         f"startup until /readyz: {result['startup_s']:.1f} s on an empty store (building and "
         f"calibrating {result['models']} reference profiles), {result['restart_s']:.1f} s "
