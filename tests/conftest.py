@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,13 @@ def postgres_server_url() -> str:
 @pytest.fixture
 def postgres_database(postgres_server_url: str) -> Iterator[str]:
     """A new, empty PostgreSQL database (URL), dropped after the test."""
+    with new_postgres_database(postgres_server_url) as url:
+        yield url
+
+
+@contextmanager
+def new_postgres_database(postgres_server_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on that server (URL), dropped on exit."""
     name = f"driftline_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:

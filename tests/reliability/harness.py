@@ -1,0 +1,368 @@
+"""Runs a stream (``stream.py``) through a real worker, broker, database and webhook
+receiver, with faults injected, and accounts for every row: the ledger.
+
+The invariant: rows produced = counted in window reports + dead-lettered (by reason)
++ late + duplicates dropped + skipped (a model nobody monitors), each equal to what the
+stream's ground truth says, and exactly one retraining request per drift episode.
+
+Counted rows are read from the store (every closed window's ``n``) and the worker's API
+(the window still open); dead letters from the dead-letter topic, deduplicated by their
+source (a batch cut short by a crash may dead-letter its rows again); retraining
+requests from the receiver. Skipped rows leave no durable trace: they are what is left,
+and must equal the stream's unmonitored rows exactly, so nothing else can be missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from driftline.embedded.process import WorkerProcess
+from driftline.embedded.receiver import WebhookReceiver
+from driftline.embedded.traffic import TrafficModel
+from driftline.monitoring import build_monitor
+from driftline.replay import Replay
+from driftline.schemas.monitors import load_monitors
+from driftline.schemas.reports import DriftReport
+from driftline.stream.deadletter import SourceMessage
+from driftline.stream.topics import Topics
+from tests.integration.keys import bearer
+from tests.integration.test_recovery import Store
+from tests.reliability.stream import LATENESS_S, MODEL, PANE_S, Stream
+from tests.unit.helpers import SECRET, assert_same_reports
+
+#: Every scenario's ledger, for the report printed at the end of the run (conftest).
+LEDGERS: list[Ledger] = []
+
+
+@dataclass
+class Ledger:
+    """Where every produced row went, as measured, and what the ground truth says."""
+
+    scenario: str
+    seed: int
+    database: str
+    produced: int
+    counted: int
+    dead: Counter[str]  # by reason, late excluded
+    late: int
+    duplicates: int
+    skipped: int  # what is left: produced less everything measured
+    expected: Counter[str]
+    triggers_expected: int
+    triggers_sent: int  # distinct retraining requests received
+    requests: int  # webhook requests received (retries of one request included)
+    dead_letters_resent: int  # dead letters sent again after a crash (same source)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        expected = self.expected
+        expected_dead = Counter(
+            {k.removeprefix("dead:"): v for k, v in expected.items() if k.startswith("dead:")}
+        )
+        late = expected_dead.pop("late", 0)
+        measured = self.counted + sum(self.dead.values()) + self.late + self.duplicates
+        assert self.produced == measured + self.skipped
+        assert self.counted == expected["counted"], self
+        assert self.dead == expected_dead, self
+        assert self.late == late, self
+        assert self.skipped == expected["skipped"], self
+        assert self.triggers_sent == self.triggers_expected, self
+
+
+def configure(directory: Path, webhook_url: str) -> Path:
+    """A monitor of 1-minute tumbling windows (each row in exactly one window report),
+    20 s of allowed lateness, 2 drifted windows to open an episode and 2 clean to close."""
+    pq.write_table(
+        pa.table(TrafficModel().sample(np.random.default_rng(1), 5000)),
+        directory / "reference.parquet",
+    )
+    path = directory / "monitors.yaml"
+    spec = {
+        "model_id": MODEL,
+        "reference": {"path": "reference.parquet"},
+        "window": {
+            "duration": f"{PANE_S:g}s",
+            "panes": 1,
+            "allowed_lateness": f"{LATENESS_S:g}s",
+            "min_events": 100,
+        },
+        "policy": {"consecutive_windows": 2, "clean_windows_to_close": 2},
+        "targets": [{"url": webhook_url, "secret": SECRET, "timeout_s": 2, "max_attempts": 1000}],
+    }
+    path.write_text(yaml.safe_dump({"models": [spec]}))
+    return path
+
+
+@dataclass
+class Expected:
+    """What an uninterrupted run gives (``driftline replay`` of the same messages)."""
+
+    reports: list[DriftReport]
+    triggers: set[str]
+    dead: Counter[str]
+    skipped: int
+    #: Each dead letter: (source offset, batch index or "", reason).
+    letters: set[tuple[int, str, str]]
+
+
+def replay(stream: Stream, monitors: Path) -> Expected:
+    (spec,) = load_monitors(monitors).models
+    run = Replay({MODEL: build_monitor(spec)})
+    letters: set[tuple[int, str, str]] = set()
+    outputs_of = run._outputs
+
+    def keep_letters(result: Any) -> Any:
+        letters.update(
+            (d.source.offset, "" if d.batch_index is None else str(d.batch_index), d.reason)
+            for d in result.dead
+        )
+        return outputs_of(result)
+
+    run._outputs = keep_letters  # type: ignore[method-assign]
+    now = time.time()
+    sources = (
+        SourceMessage(m.key, m.value, "replay", 0, i, now) for i, m in enumerate(stream.messages)
+    )
+    outputs = list(run.run(sources))
+    return Expected(
+        [r for r in outputs if isinstance(r, DriftReport)],
+        {o.data.trigger_id for o in outputs if not isinstance(o, DriftReport)},
+        Counter(run.dead_lettered),
+        run.skipped,
+        letters,
+    )
+
+
+def worker_settings(
+    bootstrap: str, prefix: str, monitors: Path, database_url: str, directory: Path
+) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "CONSUMER_GROUP": prefix,
+        "MONITORS_PATH": str(monitors),
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(directory / "data"),
+        "SESSION_TIMEOUT_S": "6",
+        "BATCH_SIZE": "20",
+        "BATCH_TIMEOUT_S": "0.05",
+        "RELAY_INTERVAL_S": "0.5",
+        "LOG_LEVEL": "info",
+    }
+
+
+def producer(bootstrap: str) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "log.connection.close": False,
+        }
+    )
+
+
+def produce(target: Producer, topic: str, messages: list[Any]) -> None:
+    for message in messages:
+        target.produce(topic, key=message.key, value=message.value)
+        target.poll(0)
+    assert target.flush(30) == 0
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[WebhookReceiver, str]]:
+    """A real aiohttp receiver verifying signatures, on its own loop in a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    receiver = WebhookReceiver(SECRET)
+    url = asyncio.run_coroutine_threadsafe(receiver.start(), loop).result(10)
+    try:
+        yield receiver, url
+    finally:
+        asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def dead_letters(bootstrap: str, topic: str) -> tuple[set[tuple[int, str, str]], int]:
+    """Each dead letter's (source offset, batch index or "", reason), once; and how many
+    were sent again (the same source row).
+
+    Read from the start until nothing more comes for a while. Not up to the high
+    watermark: the embedded broker (tansu 0.6) can report one that lags the messages it
+    serves. Every dead letter is acknowledged before its batch is stored, and the
+    caller waited for the store, so all are there.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ledger-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "log.connection.close": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        seen: dict[tuple[bytes, ...], str] = {}
+        resent = 0
+        quiet_until = time.monotonic() + 5.0  # the first fetch can take a moment
+        while time.monotonic() < quiet_until:
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            quiet_until = time.monotonic() + 1.5
+            headers = dict(message.headers() or [])
+            source = tuple(
+                headers.get(name, b"")
+                for name in (
+                    "driftline-source-topic",
+                    "driftline-source-partition",
+                    "driftline-source-offset",
+                    "driftline-batch-index",
+                )
+            )
+            if source in seen:
+                resent += 1
+            seen[source] = headers["driftline-reason"].decode()
+        return {
+            (int(offset), index.decode(), reason) for (_, _, offset, index), reason in seen.items()
+        }, resent
+    finally:
+        consumer.close()
+
+
+def open_window_rows(api: str, api_key: str) -> int:
+    """Rows in the window still open (the closing event's), from the worker's API."""
+    request = urllib.request.Request(f"{api}/v1/models/{MODEL}/state", headers=bearer(api_key))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        current = orjson.loads(response.read())["current_window"]
+    return 0 if current is None else int(current["n"])
+
+
+def wait_for(condition: Callable[[], bool], worker: WorkerProcess, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if worker.returncode is not None:
+            pytest.fail(f"worker exited {worker.returncode}:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out; worker log:\n{worker.log_tail()}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Run:
+    """One scenario's run: the stream, the store, the worker's settings and the receiver.
+
+    ``drive`` produces the stream and injects the scenario's faults, leaving a worker
+    running; then ``settle`` waits for everything to be stored and delivered and
+    ``ledger`` accounts for every row.
+    """
+
+    scenario: str
+    seed: int
+    database_url: str
+    bootstrap: str
+    topics: Topics
+    stream: Stream
+    monitors: Path
+    settings: dict[str, str]
+    receiver: WebhookReceiver
+    log: Path
+    #: A read key of the store (``driftline keys create``; made before any thread starts:
+    #: the CLI runner swaps the process's environment).
+    api_key: str
+    started: float = field(default_factory=time.monotonic)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start_worker(self) -> WorkerProcess:
+        """A worker on the run's settings, stopped by ``stop_workers`` whatever happens."""
+        worker = WorkerProcess(self.settings, self.log)
+        self.workers.append(worker)
+        return worker.start()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.returncode is None:
+                worker.kill()
+
+    @property
+    def store(self) -> Store:
+        return Store(self.database_url)
+
+    def settle(self, worker: WorkerProcess, expected: Expected, within_s: float = 120) -> None:
+        store = self.store
+        last = len(self.stream.messages) - 1
+        try:
+            wait_for(lambda: store.offset() >= last, worker, within_s)
+            wait_for(
+                lambda: (
+                    len({_trigger_id(r) for r in self.receiver.verified}) >= len(expected.triggers)
+                ),
+                worker,
+                within_s,
+            )
+        finally:
+            store.engine.dispose()
+
+    def ledger(self, worker: WorkerProcess, expected: Expected) -> Ledger:
+        store = self.store
+        try:
+            stored = store.reports()
+        finally:
+            store.engine.dispose()
+        assert_same_reports(stored, expected.reports)
+        counted = sum(r.n for r in stored) + open_window_rows(worker.api, self.api_key)
+        letters, resent = dead_letters(self.bootstrap, self.topics.dlq)
+        assert letters == expected.letters, (
+            f"dead letters missing: {sorted(expected.letters - letters)}; "
+            f"not expected: {sorted(letters - expected.letters)}"
+        )
+        dead = Counter(reason for *_, reason in letters)
+        late = dead.pop("late", 0)
+        sent = {_trigger_id(r) for r in self.receiver.verified}
+        assert sent == expected.triggers
+        assert len(self.receiver.received) == len(self.receiver.verified)  # all signed
+        produced = self.stream.produced
+        ledger = Ledger(
+            self.scenario,
+            self.seed,
+            self.database_url.split(":", 1)[0].split("+", 1)[0],
+            produced,
+            counted,
+            dead,
+            late,
+            0,
+            produced - counted - sum(dead.values()) - late,
+            self.stream.expected(),
+            len(expected.triggers),
+            len(sent),
+            len(self.receiver.received),
+            resent,
+            time.monotonic() - self.started,
+        )
+        LEDGERS.append(ledger)
+        return ledger
+
+
+def _trigger_id(received: Any) -> str:
+    return str(received.body["data"]["trigger_id"])

@@ -1,0 +1,173 @@
+"""Nothing lost: bad input, disorder and crashes against a real broker, database and
+webhook receiver, three seeds each, on SQLite and PostgreSQL. Every produced row is
+accounted for (``harness.Ledger``) and each drift episode sends one retraining request.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from driftline.embedded.process import WorkerProcess
+from driftline.stream.topics import Topics, ensure_topics
+from tests.conftest import new_postgres_database
+from tests.integration.keys import create_key
+from tests.reliability.harness import (
+    Expected,
+    Ledger,
+    Run,
+    configure,
+    produce,
+    producer,
+    replay,
+    wait_for,
+    webhook_receiver,
+    worker_settings,
+)
+from tests.reliability.stream import Stream, build
+
+pytestmark = pytest.mark.integration
+
+SEEDS = [1, 2, 3]
+
+
+def uninterrupted(run: Run) -> WorkerProcess:
+    """The worker runs throughout; the stream is produced while it runs."""
+    worker = run.start_worker()
+    produce(producer(run.bootstrap), run.topics.predictions, run.stream.messages)
+    return worker
+
+
+def sigkill(run: Run) -> WorkerProcess:
+    """SIGKILL the worker three times at points drawn from the seed, mid-stream; a new
+    worker takes over each time."""
+    rng = random.Random(run.seed)
+    messages = run.stream.messages
+    # Three cuts at least 10 messages apart, the first after a fifth of the stream.
+    spaced = sorted(rng.sample(range(len(messages) // 5, len(messages) - 40), 3))
+    cuts = [cut + 10 * i for i, cut in enumerate(spaced)]
+    chunks = [messages[a:b] for a, b in zip([0, *cuts], [*cuts, len(messages)], strict=True)]
+    target = producer(run.bootstrap)
+    store = run.store
+    produced = 0
+    try:
+        for index, chunk in enumerate(chunks):
+            worker = run.start_worker()
+            produce(target, run.topics.predictions, chunk)
+            produced += len(chunk)
+            if index == len(chunks) - 1:
+                return worker
+            # Partway into what is there, without warning.
+            stored = produced - rng.randint(2, min(30, len(chunk) - 1))
+            wait_for(lambda s=stored: store.offset() >= s, worker, 60)  # type: ignore[misc]
+            worker.kill()
+    finally:
+        store.engine.dispose()
+    raise AssertionError("unreachable")
+
+
+SCENARIOS: dict[str, tuple[Callable[[int], Stream], Callable[[Run], WorkerProcess]]] = {
+    "poison pills": (lambda seed: build(seed, poison=True, disorder=False), uninterrupted),
+    "out of order and late": (lambda seed: build(seed, poison=False, disorder=True), uninterrupted),
+    "SIGKILL x3": (lambda seed: build(seed, poison=True, disorder=True), sigkill),
+}
+
+
+def check_ground_truth(stream: Stream, expected: Expected) -> None:
+    """The stream's ground truth (from the schema and the watermark rule) agrees with an
+    uninterrupted run of driftline's own processing: else the suite checks nothing."""
+    truth = stream.expected()
+    dead = Counter({k.removeprefix("dead:"): v for k, v in truth.items() if k.startswith("dead:")})
+    assert expected.dead == dead
+    assert expected.skipped == truth["skipped"]
+    assert sum(r.n for r in expected.reports) == truth["counted"] - 1  # the closer is open
+    assert len(expected.triggers) == 2  # two drift episodes
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[int, str]]:
+    """A fresh database for each seed: SQLite files, or new PostgreSQL databases."""
+    if request.param == "sqlite":
+        yield {seed: f"sqlite:///{tmp_path / f'store-{seed}.db'}" for seed in SEEDS}
+        return
+    server = request.getfixturevalue("postgres_server_url")
+    with ExitStack() as stack:
+        yield {seed: stack.enter_context(new_postgres_database(server)) for seed in SEEDS}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_row_is_accounted_for(
+    scenario: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    databases: dict[int, str],
+) -> None:
+    """The three seeds run at once (their own topics, database, worker and receiver):
+    the scenarios mostly wait (restarts, outages), so that costs little more than one."""
+    keys = {seed: create_key(databases[seed]) for seed in SEEDS}  # the CLI, not threadsafe
+    with ThreadPoolExecutor(len(SEEDS)) as pool:
+        runs = [
+            pool.submit(
+                one_seed,
+                scenario,
+                seed,
+                kafka_bootstrap,
+                f"{topic_prefix}s{seed}",
+                tmp_path / f"seed-{seed}",
+                databases[seed],
+                keys[seed],
+            )
+            for seed in SEEDS
+        ]
+        ledgers = [run.result() for run in runs]
+    for ledger in ledgers:
+        ledger.check()
+
+
+def one_seed(
+    scenario: str,
+    seed: int,
+    bootstrap: str,
+    prefix: str,
+    directory: Path,
+    database_url: str,
+    api_key: str,
+) -> Ledger:
+    make_stream, drive = SCENARIOS[scenario]
+    stream = make_stream(seed)
+    directory.mkdir()
+    with webhook_receiver() as (receiver, url):
+        monitors = configure(directory, url)
+        expected = replay(stream, monitors)
+        check_ground_truth(stream, expected)
+        topics = Topics(prefix)
+        ensure_topics(bootstrap, topics.all(), 1)
+        settings = worker_settings(bootstrap, prefix, monitors, database_url, directory)
+        run = Run(
+            scenario,
+            seed,
+            database_url,
+            bootstrap,
+            topics,
+            stream,
+            monitors,
+            settings,
+            receiver,
+            directory / "worker.log",
+            api_key,
+        )
+        try:
+            worker = drive(run)
+            run.settle(worker, expected)
+            ledger = run.ledger(worker, expected)
+            assert worker.stop() == 0, worker.log_tail()
+            return ledger
+        finally:
+            run.stop_workers()
