@@ -293,6 +293,8 @@ class Run:
     api_key: str
     started: float = field(default_factory=time.monotonic)
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: Run at the end, whatever happened (faults' proxies and locks).
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def start_worker(self) -> WorkerProcess:
         """A worker on the run's settings, stopped by ``stop_workers`` whatever happens."""

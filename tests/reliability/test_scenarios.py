@@ -6,6 +6,10 @@ accounted for (``harness.Ledger``) and each drift episode sends one retraining r
 from __future__ import annotations
 
 import random
+import sqlite3
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +17,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from driftline.embedded.process import WorkerProcess
 from driftline.stream.topics import Topics, ensure_topics
 from tests.conftest import new_postgres_database
 from tests.integration.keys import create_key
+from tests.integration.tcp_proxy import TcpProxy
 from tests.reliability.harness import (
     Expected,
     Ledger,
@@ -72,10 +78,86 @@ def sigkill(run: Run) -> WorkerProcess:
     raise AssertionError("unreachable")
 
 
+OUTAGE_S = 30
+
+
+class SqliteLock:
+    """A SQLite database made unwritable: another connection holds an exclusive lock (a
+    backup or a stuck process would), so every write fails with "database is locked"."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    def cut(self) -> None:
+        self._connection = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._connection.execute("BEGIN EXCLUSIVE")
+
+    def restore(self) -> None:
+        if self._connection is not None:
+            self._connection.execute("COMMIT")
+            self._connection.close()
+            self._connection = None
+
+    def stop(self) -> None:
+        self.restore()
+
+
+def database_outage(run: Run) -> WorkerProcess:
+    """The database is unreachable for 30 s mid-stream: PostgreSQL through a TCP proxy
+    that drops every connection and refuses new ones; SQLite locked by another process.
+    Events keep coming meanwhile."""
+    url = make_url(run.database_url)
+    fault: TcpProxy | SqliteLock
+    if url.get_backend_name() == "sqlite":
+        fault = SqliteLock(str(url.database))
+    else:
+        fault = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+        proxied = url.set(host="127.0.0.1", port=fault.port)
+        run.settings["DATABASE_URL"] = proxied.render_as_string(hide_password=False)
+    run.cleanups.append(fault.stop)
+    messages = run.stream.messages
+    half = len(messages) // 2
+    worker = run.start_worker()
+    target = producer(run.bootstrap)
+    produce(target, run.topics.predictions, messages[:half])
+    store = run.store
+    try:
+        wait_for(lambda: store.offset() >= half - 10, worker, 60)
+        fault.cut()
+        cut_at = time.monotonic()
+        produce(target, run.topics.predictions, messages[half:])
+        # Its store calls fail and are retried; it says it is not ready.
+        wait_for(lambda: readiness(worker) == 503, worker, OUTAGE_S - 5)
+        wait_for(lambda: store_errors(worker) > 0, worker, OUTAGE_S - 5)
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
+        assert store.offset() < len(messages) - 1  # nothing after the cut was stored
+        fault.restore()
+    finally:
+        store.engine.dispose()
+    return worker
+
+
+def readiness(worker: WorkerProcess) -> int:
+    try:
+        with urllib.request.urlopen(f"{worker.api}/readyz", timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def store_errors(worker: WorkerProcess) -> float:
+    url = f"{worker.api}/metrics?name[]=driftline_store_errors_total"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(x.split()[1]) for x in lines if x.startswith("driftline_store_errors_total "))
+
+
 SCENARIOS: dict[str, tuple[Callable[[int], Stream], Callable[[Run], WorkerProcess]]] = {
     "poison pills": (lambda seed: build(seed, poison=True, disorder=False), uninterrupted),
     "out of order and late": (lambda seed: build(seed, poison=False, disorder=True), uninterrupted),
     "SIGKILL x3": (lambda seed: build(seed, poison=True, disorder=True), sigkill),
+    "database down 30 s": (lambda seed: build(seed, poison=True, disorder=True), database_outage),
 }
 
 
@@ -171,3 +253,5 @@ def one_seed(
             return ledger
         finally:
             run.stop_workers()
+            for cleanup in run.cleanups:
+                cleanup()
