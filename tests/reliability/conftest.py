@@ -17,7 +17,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"{'late':>6}{'dup':>5}{'skipped':>8}{'triggers exp/sent':>19}{'requests':>9}"
         f"{'DLQ resent':>11}{'s':>6}"
     )
-    for ledger in LEDGERS:
+    order = {name: i for i, name in enumerate(dict.fromkeys(x.scenario for x in LEDGERS))}
+    for ledger in sorted(LEDGERS, key=lambda x: (order[x.scenario], x.database, x.seed)):
         write(
             f"{ledger.scenario:<24}{ledger.seed:>5} {ledger.database:<11}{ledger.produced:>9}"
             f"{ledger.counted:>9}{sum(ledger.dead.values()):>6}{ledger.late:>6}"

@@ -292,6 +292,8 @@ class Run:
     #: the CLI runner swaps the process's environment).
     api_key: str
     started: float = field(default_factory=time.monotonic)
+    #: What the scenario cuts and restores, when it is set up before the run (a proxy).
+    fault: Any = None
     workers: list[WorkerProcess] = field(default_factory=list)
     #: Run at the end, whatever happened (faults' proxies and locks).
     cleanups: list[Callable[[], None]] = field(default_factory=list)
