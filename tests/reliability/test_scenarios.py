@@ -167,6 +167,27 @@ def broker_outage(run: Run) -> WorkerProcess:
     return worker
 
 
+def rebalance(run: Run) -> WorkerProcess:
+    """A second worker joins the group while windows are open, then leaves (SIGTERM):
+    the partition may move to it and back, its windows with it."""
+    messages = run.stream.messages
+    thirds = [len(messages) // 3, 2 * len(messages) // 3]
+    first = run.start_worker()
+    target = producer(run.bootstrap)
+    produce(target, run.topics.predictions, messages[: thirds[0]])
+    store = run.store
+    try:
+        wait_for(lambda: store.offset() >= thirds[0] - 10, first, 60)
+        second = run.start_worker()  # the group rebalances
+        produce(target, run.topics.predictions, messages[thirds[0] : thirds[1]])
+        wait_for(lambda: store.offset() >= thirds[1] - 10, first, 60)
+        assert second.stop() == 0, second.log_tail()  # it leaves: rebalance again
+        produce(target, run.topics.predictions, messages[thirds[1] :])
+    finally:
+        store.engine.dispose()
+    return first
+
+
 def readiness(worker: WorkerProcess) -> int:
     try:
         with urllib.request.urlopen(f"{worker.api}/readyz", timeout=10) as response:
@@ -188,6 +209,7 @@ SCENARIOS: dict[str, tuple[Callable[[int], Stream], Callable[[Run], WorkerProces
     "SIGKILL x3": (lambda seed: build(seed, poison=True, disorder=True), sigkill),
     "database down 30 s": (lambda seed: build(seed, poison=True, disorder=True), database_outage),
     "broker down 30 s": (lambda seed: build(seed, poison=True, disorder=True), broker_outage),
+    "rebalance": (lambda seed: build(seed, poison=True, disorder=True), rebalance),
 }
 
 
