@@ -46,6 +46,7 @@ class OutboxRelay:
         targets: Mapping[str, Sequence[Target]] | Callable[[], Mapping[str, Sequence[Target]]],
         on_outcome: OutcomeHook | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._store = store
         self._senders = senders
@@ -53,12 +54,15 @@ class OutboxRelay:
         self._targets: dict[tuple[str, str], Target] = {}
         self._on_outcome = on_outcome
         self._rng = rng or random.Random()
+        #: What time it is: when deliveries are due, attempts are stamped and signed
+        #: (a test's virtual clock runs through hours of backoff in no time).
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._disabled: dict[str, str] = {}
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def run_once(self) -> int:
         """Attempt every due delivery (several at once); return how many were attempted."""
-        due = await asyncio.to_thread(self._store.due_deliveries, datetime.now(UTC))
+        due = await asyncio.to_thread(self._store.due_deliveries, self._clock())
         if due:
             self._disabled = await asyncio.to_thread(self._store.disabled_endpoints)
             source = self._target_source
@@ -72,7 +76,7 @@ class OutboxRelay:
             await self._attempt(delivery)
 
     async def _attempt(self, delivery: DeliveryRow) -> None:
-        now = datetime.now(UTC)
+        now = self._clock()
         target = self._targets.get((delivery.model_id, delivery.target_url))
         sender = None if target is None else self._senders.get(target.type)
         if target is None or sender is None:
