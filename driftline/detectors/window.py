@@ -62,6 +62,11 @@ class PaneRing(Generic[P]):
         return self._max_ts
 
     @property
+    def closed_through(self) -> int | None:
+        """The newest closed pane (None before any closed)."""
+        return self._closed_through
+
+    @property
     def watermark(self) -> float:
         return self._max_ts - self.allowed_lateness
 

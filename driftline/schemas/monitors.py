@@ -118,6 +118,15 @@ class WindowSpec(_Strict):
         ),
     )
 
+    deduplicate: bool = Field(
+        False,
+        description=(
+            "Count an event_id once: a later event with the id of one counted in a pane "
+            "still open is dropped (driftline_events_duplicate_total). Costs 8 bytes per "
+            "event of the open panes, in memory and in each snapshot."
+        ),
+    )
+
     @model_validator(mode="after")
     def _pane_width(self) -> WindowSpec:
         if self.duration / self.panes < 1.0:

@@ -39,6 +39,8 @@ class BatchResult:
     accepted: dict[str, int] = field(default_factory=dict)
     #: Events of each model dead-lettered as late (behind the allowed lateness).
     late: dict[str, int] = field(default_factory=dict)
+    #: Events of each model dropped as duplicates (``window.deduplicate``).
+    duplicates: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
     #: The (topic, partition) each model's events in this batch came from (the last one),
     #: named by the predictions topic: a model's labels share its partition number.
@@ -285,6 +287,8 @@ class StreamProcessor:
             for name, count in outcome.labels.items():
                 counts[name] = counts.get(name, 0) + count
         result.performance.extend(outcome.performance)
+        if outcome.duplicates:
+            result.duplicates[model_id] = result.duplicates.get(model_id, 0) + outcome.duplicates
         for rejection in outcome.rejections:
             if rejection.reason == "late":
                 result.late[model_id] = result.late.get(model_id, 0) + 1

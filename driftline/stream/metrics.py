@@ -212,6 +212,12 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.events_duplicate = Counter(
+            "driftline_events_duplicate",
+            "Events dropped as duplicates of counted ones (window.deduplicate)",
+            ["model"],
+            registry=registry,
+        )
         self.events_skipped = Counter(
             "driftline_events_skipped",
             "Valid events of models no monitor watches",
@@ -272,6 +278,7 @@ class Metrics:
         for model_id, spec in monitors.items():
             self.events_processed.labels(model_id)
             self.events_late.labels(model_id)
+            self.events_duplicate.labels(model_id)
             for drifted in ("true", "false"):
                 self.windows_closed.labels(model_id, drifted)
             if spec.labels is not None:

@@ -28,6 +28,7 @@ from driftline.schemas.events import LabelRow, PredictionRow, TypedDecoder
 from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
+from driftline.stream.dedup import SeenIds
 from driftline.stream.outcomes import LabelRejection, OutcomeResult, OutcomeState
 from driftline.triggers.policy import EpisodePolicy, report_severity, retraining_event
 
@@ -51,6 +52,8 @@ class ProcessResult:
     label_rejections: list[LabelRejection] = field(default_factory=list)
     #: Labels by outcome (joined, duplicate, ...), for metrics.
     labels: dict[str, int] = field(default_factory=dict)
+    #: Events dropped as duplicates of counted ones (``window.deduplicate``).
+    duplicates: int = 0
 
     def add_outcomes(self, outcome: OutcomeResult) -> None:
         self.performance.extend(outcome.reports)
@@ -71,6 +74,8 @@ class MonitorState:
         window = monitor.spec.window
         self.monitor = monitor
         self.ring = PaneRing[Pane](window.pane_seconds, window.panes, window.allowed_lateness)
+        #: The ids counted in the open panes, when duplicates are dropped.
+        self.seen = SeenIds(window.pane_seconds) if window.deduplicate else None
         self._layout = PaneLayout.of([f.histogram for f in monitor.profile.features])
         self.policy = EpisodePolicy(monitor.spec.policy)
         self.reference = ReferenceInfo(
@@ -135,22 +140,34 @@ class MonitorState:
             chosen = rows if len(positions) == len(rows) else [rows[p] for p in positions]
             ts = np.fromiter(map(_TS, chosen), np.float64, len(positions))
             late, watermarks = self.ring.lateness(ts)
-            any_late = bool(late.any())
             for position, event_ts, mark in zip(
                 np.asarray(positions)[late], ts[late], watermarks[late], strict=True
             ):
                 result.rejections.append(
                     Rejection(int(position), "late", _late_message(event_ts, mark))
                 )
-            if any_late:
-                on_time = [p for p, is_late in zip(positions, late, strict=True) if not is_late]
+            drop = late  # late, or a duplicate of an event counted in an open pane
+            if self.seen is not None:
+                fresh = np.flatnonzero(~late)
+                duplicate = self.seen.duplicates(
+                    [chosen[i].event_id for i in fresh.tolist()],
+                    self.ring.pane_index(ts[fresh]),
+                    watermarks[fresh],
+                )
+                if duplicate.any():
+                    drop = late.copy()
+                    drop[fresh[duplicate]] = True
+                    result.duplicates = int(duplicate.sum())
+            any_drop = bool(drop.any())
+            if any_drop:
+                on_time = [p for p, dropped in zip(positions, drop, strict=True) if not dropped]
             else:
                 on_time = positions
             if columns is None:
                 columns = self._columns(values, on_time, len(rows))
-            elif any_late:
-                columns = {name: column[~late] for name, column in columns.items()}
-            self._count([rows[p] for p in on_time] if any_late else rows, ts[~late], columns)
+            elif any_drop:
+                columns = {name: column[~drop] for name, column in columns.items()}
+            self._count([rows[p] for p in on_time] if any_drop else rows, ts[~drop], columns)
             result.accepted = len(on_time)
         else:
             on_time = []
@@ -202,6 +219,8 @@ class MonitorState:
                     )
                 )
         result.reports.extend(self._close_segments())
+        if self.seen is not None:
+            self.seen.forget_through(self.ring.closed_through)
         result.rejections.sort(key=lambda r: r.position)
         return result
 
@@ -259,6 +278,7 @@ class MonitorState:
             "labels": _labels_config(self.monitor),
             "outcomes": None if self.outcomes is None else self.outcomes.to_state(),
             "model_version": self.model_version,
+            "seen": None if self.seen is None else self.seen.to_state(),
             "last_report": None
             if self.last_report is None
             else self.last_report.model_dump(mode="json"),
@@ -286,6 +306,8 @@ class MonitorState:
         if self.outcomes is not None and state.get("outcomes") is not None and same_labels:
             self.outcomes.restore(state["outcomes"])
         self.model_version = state["model_version"]
+        if self.seen is not None:
+            self.seen.restore(state.get("seen") or {})
         last = state.get("last_report")
         self.last_report = None if last is None else DriftReport.model_validate(last)
         return True
@@ -450,9 +472,10 @@ def _typed_decoder(model_id: str, names: tuple[str, ...]) -> TypedDecoder:
 
 
 def _window_shape(monitor: Monitor) -> dict[str, Any]:
-    """What a snapshot's panes depend on: the window section, less ``max_future`` (which
-    only decides which events come in; snapshots from before it existed lack it)."""
-    return monitor.spec.window.model_dump(mode="json", exclude={"max_future"})
+    """What a snapshot's panes depend on: the window section, less ``max_future`` and
+    ``deduplicate`` (which only decide which events come in; snapshots from before they
+    existed lack them)."""
+    return monitor.spec.window.model_dump(mode="json", exclude={"max_future", "deduplicate"})
 
 
 def _labels_config(monitor: Monitor) -> dict[str, Any] | None:

@@ -158,6 +158,8 @@ class DriftService:
                 self.metrics.events_processed.labels(model_id).inc(accepted)
             for model_id, late in result.late.items():
                 self.metrics.events_late.labels(model_id).inc(late)
+            for model_id, duplicates in result.duplicates.items():
+                self.metrics.events_duplicate.labels(model_id).inc(duplicates)
             for model_id, outcomes in result.labels.items():
                 for outcome, count in outcomes.items():
                     self.metrics.labels.labels(model_id, outcome).inc(count)

@@ -78,6 +78,7 @@ class Ledger:
             {k.removeprefix("dead:"): v for k, v in expected.items() if k.startswith("dead:")}
         )
         late = expected_dead.pop("late", 0)
+        assert self.duplicates == expected["duplicate"], self
         measured = self.counted + sum(self.dead.values()) + self.late + self.duplicates
         assert self.produced == measured + self.skipped
         assert self.counted == expected["counted"], self
@@ -87,9 +88,10 @@ class Ledger:
         assert self.triggers_sent == self.triggers_expected, self
 
 
-def configure(directory: Path, webhook_url: str) -> Path:
+def configure(directory: Path, webhook_url: str, deduplicate: bool = False) -> Path:
     """A monitor of 1-minute tumbling windows (each row in exactly one window report),
-    20 s of allowed lateness, 2 drifted windows to open an episode and 2 clean to close."""
+    20 s of allowed lateness, 2 drifted windows to open an episode and 2 clean to close;
+    dropping duplicate event ids with ``deduplicate``."""
     pq.write_table(
         pa.table(TrafficModel().sample(np.random.default_rng(1), 5000)),
         directory / "reference.parquet",
@@ -103,6 +105,7 @@ def configure(directory: Path, webhook_url: str) -> Path:
             "panes": 1,
             "allowed_lateness": f"{LATENESS_S:g}s",
             "min_events": 100,
+            "deduplicate": deduplicate,
         },
         "policy": {"consecutive_windows": 2, "clean_windows_to_close": 2},
         "targets": [{"url": webhook_url, "secret": SECRET, "timeout_s": 2, "max_attempts": 1000}],
@@ -343,6 +346,7 @@ class Run:
         )
         dead = Counter(reason for *_, reason in letters)
         late = dead.pop("late", 0)
+        duplicates = metric_total(worker, "driftline_events_duplicate_total")
         sent = {_trigger_id(r) for r in self.receiver.verified}
         assert sent == expected.triggers
         assert len(self.receiver.received) == len(self.receiver.verified)  # all signed
@@ -355,8 +359,8 @@ class Run:
             counted,
             dead,
             late,
-            0,
-            produced - counted - sum(dead.values()) - late,
+            int(duplicates),
+            produced - counted - sum(dead.values()) - late - int(duplicates),
             self.stream.expected(),
             len(expected.triggers),
             len(sent),
@@ -366,6 +370,15 @@ class Run:
         )
         LEDGERS.append(ledger)
         return ledger
+
+
+def metric_total(worker: WorkerProcess, name: str) -> float:
+    """A counter summed over its labels, from the worker's /metrics (counted since it
+    started: the scenarios that read one run a single worker)."""
+    url = f"{worker.api}/metrics?name[]={name}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(x.split()[-1]) for x in lines if x.startswith(name))
 
 
 def _trigger_id(received: Any) -> str:

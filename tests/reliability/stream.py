@@ -48,6 +48,8 @@ class Message:
     #: The event times of its valid rows, in row order: each is judged against the
     #: watermark. ``nan``: a row placed in the stream, given the newest time so far.
     candidates: list[float] = field(default_factory=list)
+    #: The ``event_id`` of each candidate row.
+    ids: list[str] = field(default_factory=list)
     fates: Counter[str] = field(default_factory=Counter)
     #: Makes ``value`` once its ``nan`` rows have their time.
     render: Callable[[float], bytes] | None = None
@@ -69,10 +71,14 @@ class Stream:
         return total
 
 
-def build(seed: int, poison: bool = True, disorder: bool = True) -> Stream:
+def build(
+    seed: int, poison: bool = True, disorder: bool = True, duplicates: bool = False
+) -> Stream:
     """The good rows of ``MINUTES`` minutes (drifting twice), in a disordered arrival
     order with some late rows, in EventBatch and single-event messages, with every kind
-    of bad input mixed in (``poison``), then one closing event."""
+    of bad input mixed in (``poison``), then one closing event. ``duplicates``: 5% of
+    the messages are produced again a few messages later, and some batches repeat a row
+    (for a monitor with ``window.deduplicate``)."""
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     for minute in range(MINUTES):
@@ -101,13 +107,35 @@ def build(seed: int, poison: bool = True, disorder: bool = True) -> Stream:
         else:
             body = {"model_id": MODEL, "model_version": "v1", "events": chunk}
             kind = "EventBatch"
-        messages.append(Message(orjson.dumps(body), kind, candidates=[r["ts"] for r in chunk]))
+        if duplicates and len(chunk) > 1 and rng.random() < 0.1:
+            body["events"] = [*chunk, chunk[0]]  # a row twice in one batch
+            chunk = body["events"]
+        messages.append(
+            Message(
+                orjson.dumps(body),
+                kind,
+                candidates=[r["ts"] for r in chunk],
+                ids=[r["event_id"] for r in chunk],
+            )
+        )
+    if duplicates:
+        for index in sorted(rng.choice(len(messages), len(messages) // 20, replace=False))[::-1]:
+            original = messages[index]
+            copy = Message(
+                original.value,
+                f"{original.kind} produced again",
+                candidates=list(original.candidates),
+                ids=list(original.ids),
+            )
+            messages.insert(min(len(messages), index + 1 + int(rng.integers(0, 10))), copy)
     if poison:
         for pill in poison_pills(rng):
             messages.insert(int(rng.integers(20, len(messages))), pill)
     closer = {"model_id": MODEL, "event_id": "closer", "ts": CLOSER_TS, "features": {}}
-    messages.append(Message(orjson.dumps(closer), "closing event", candidates=[CLOSER_TS]))
-    _judge_lateness(messages)
+    messages.append(
+        Message(orjson.dumps(closer), "closing event", candidates=[CLOSER_TS], ids=["closer"])
+    )
+    _judge(messages, duplicates)
     return Stream(messages)
 
 
@@ -168,6 +196,7 @@ def poison_pills(rng: np.random.Generator) -> list[Message]:
             b"",
             "EventBatch of good and bad rows",
             candidates=[math.nan, 1.0, datetime.fromisoformat(rfc3339).timestamp()],
+            ids=[mixed[0]["event_id"], mixed[4]["event_id"], mixed[5]["event_id"]],
             fates=Counter({"dead:feature_type": 1, "dead:schema": 1, "dead:future": 1}),
             render=lambda ts: orjson.dumps(
                 {"model_id": MODEL, "events": [{**mixed[0], "ts": ts}, *mixed[1:]]}
@@ -184,6 +213,7 @@ def poison_pills(rng: np.random.Generator) -> list[Message]:
             b"",
             "700 KB event",
             candidates=[math.nan],
+            ids=[huge["event_id"]],
             render=lambda ts: orjson.dumps({**huge, "ts": ts}),
         ),
         Message(b"{" + b"x" * 700_000, "700 KB of garbage", fates=_dead("decode")),
@@ -195,23 +225,30 @@ def _dead(reason: str, rows: int = 1) -> Counter[str]:
     return Counter({f"dead:{reason}": rows})
 
 
-def _judge_lateness(messages: list[Message]) -> None:
-    """Each candidate row is counted, or late if its pane ended at or before the
-    watermark it meets: the newest event time before it, less the allowed lateness.
+def _judge(messages: list[Message], deduplicate: bool) -> None:
+    """Each candidate row is late if its pane ended at or before the watermark it meets
+    (the newest event time before it, less the allowed lateness); else, with
+    ``deduplicate``, a duplicate if a counted row had its id and that row's pane had not
+    ended by then; else counted.
 
     A ``nan`` candidate is a valid row placed in the stream: it takes the newest event
     time so far (never late), and its message is rendered with it.
     """
     newest = -math.inf
+    counted: dict[str, float] = {}  # id -> the end of the pane it was counted in
     for message in messages:
-        for ts in message.candidates:
+        for ts, event_id in zip(message.candidates, message.ids, strict=True):
             if math.isnan(ts):
                 ts = newest if newest > -math.inf else START
                 assert message.render is not None
                 message.value = message.render(ts)
             pane_end = (math.floor(ts / PANE_S) + 1) * PANE_S
-            if pane_end <= newest - LATENESS_S:
+            watermark = newest - LATENESS_S
+            if pane_end <= watermark:
                 message.fates["dead:late"] += 1
+            elif deduplicate and counted.get(event_id, -math.inf) > watermark:
+                message.fates["duplicate"] += 1
             else:
                 message.fates["counted"] += 1
+                counted[event_id] = pane_end
             newest = max(newest, ts)

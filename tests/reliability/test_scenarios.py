@@ -30,6 +30,7 @@ from tests.reliability.harness import (
     Ledger,
     Run,
     configure,
+    metric_total,
     produce,
     producer,
     replay,
@@ -130,7 +131,9 @@ def database_outage(run: Run) -> WorkerProcess:
         produce(target, run.topics.predictions, messages[half:])
         # Its store calls fail and are retried; it says it is not ready.
         wait_for(lambda: readiness(worker) == 503, worker, OUTAGE_S - 5)
-        wait_for(lambda: store_errors(worker) > 0, worker, OUTAGE_S - 5)
+        wait_for(
+            lambda: metric_total(worker, "driftline_store_errors_total") > 0, worker, OUTAGE_S - 5
+        )
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
         assert store.offset() < len(messages) - 1  # nothing after the cut was stored
         fault.restore()
@@ -196,12 +199,8 @@ def readiness(worker: WorkerProcess) -> int:
         return exc.code
 
 
-def store_errors(worker: WorkerProcess) -> float:
-    url = f"{worker.api}/metrics?name[]=driftline_store_errors_total"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        lines = response.read().decode().splitlines()
-    return sum(float(x.split()[1]) for x in lines if x.startswith("driftline_store_errors_total "))
-
+#: Scenarios whose monitor drops duplicate event ids (``window.deduplicate``).
+DEDUPLICATING = {"duplicates"}
 
 SCENARIOS: dict[str, tuple[Callable[[int], Stream], Callable[[Run], WorkerProcess]]] = {
     "poison pills": (lambda seed: build(seed, poison=True, disorder=False), uninterrupted),
@@ -210,6 +209,10 @@ SCENARIOS: dict[str, tuple[Callable[[int], Stream], Callable[[Run], WorkerProces
     "database down 30 s": (lambda seed: build(seed, poison=True, disorder=True), database_outage),
     "broker down 30 s": (lambda seed: build(seed, poison=True, disorder=True), broker_outage),
     "rebalance": (lambda seed: build(seed, poison=True, disorder=True), rebalance),
+    "duplicates": (
+        lambda seed: build(seed, poison=True, disorder=True, duplicates=True),
+        uninterrupted,
+    ),
 }
 
 
@@ -295,7 +298,7 @@ def one_seed(
             stack.callback(broker.stop)
             bootstrap = f"127.0.0.1:{fault.port}"
         receiver, url = stack.enter_context(webhook_receiver())
-        monitors = configure(directory, url)
+        monitors = configure(directory, url, deduplicate=scenario in DEDUPLICATING)
         expected = replay(stream, monitors)
         check_ground_truth(stream, expected)
         topics = Topics(prefix)
