@@ -21,12 +21,11 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -36,13 +35,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from driftline.embedded.process import WorkerProcess
 from driftline.embedded.receiver import WebhookReceiver
 from driftline.embedded.traffic import TrafficModel
-from driftline.monitoring import build_monitor
+from driftline.monitoring import Monitor, build_monitor
 from driftline.replay import Replay
 from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import DriftReport
+from driftline.store import Store as DriftlineStore
 from driftline.stream.deadletter import SourceMessage
+from driftline.stream.processing import MonitorState
 from driftline.stream.topics import Topics
-from tests.integration.keys import bearer
 from tests.integration.test_recovery import Store
 from tests.reliability.stream import LATENESS_S, MODEL, PANE_S, Stream
 from tests.unit.helpers import SECRET, assert_same_reports
@@ -124,11 +124,13 @@ class Expected:
     skipped: int
     #: Each dead letter: (source offset, batch index or "", reason).
     letters: set[tuple[int, str, str]]
+    monitor: Monitor
 
 
 def replay(stream: Stream, monitors: Path) -> Expected:
     (spec,) = load_monitors(monitors).models
-    run = Replay({MODEL: build_monitor(spec)})
+    monitor = build_monitor(spec)
+    run = Replay({MODEL: monitor})
     letters: set[tuple[int, str, str]] = set()
     outputs_of = run._outputs
 
@@ -151,6 +153,7 @@ def replay(stream: Stream, monitors: Path) -> Expected:
         Counter(run.dead_lettered),
         run.skipped,
         letters,
+        monitor,
     )
 
 
@@ -254,12 +257,21 @@ def dead_letters(bootstrap: str, topic: str) -> tuple[set[tuple[int, str, str]],
         consumer.close()
 
 
-def open_window_rows(api: str, api_key: str) -> int:
-    """Rows in the window still open (the closing event's), from the worker's API."""
-    request = urllib.request.Request(f"{api}/v1/models/{MODEL}/state", headers=bearer(api_key))
-    with urllib.request.urlopen(request, timeout=10) as response:
-        current = orjson.loads(response.read())["current_window"]
-    return 0 if current is None else int(current["n"])
+def open_window_rows(database_url: str, topic: str, monitor: Monitor) -> int:
+    """Rows in the window still open (the closing event's), from the model's stored
+    snapshot, read with driftline's own state. Not from the API: a worker handed the
+    partition again after its last message has not loaded the state yet (it does at
+    the next message)."""
+    store = DriftlineStore.connect(database_url)
+    try:
+        _, snapshots = store.load_partition(topic, 0)
+    finally:
+        store.close()
+    snapshot = snapshots[MODEL]
+    state = MonitorState(replace(monitor, reference_version=snapshot["reference_version"]))
+    assert state.restore(snapshot)
+    current = state.current_report()
+    return 0 if current is None else current.n
 
 
 def wait_for(condition: Callable[[], bool], worker: WorkerProcess, within_s: float) -> None:
@@ -291,9 +303,6 @@ class Run:
     settings: dict[str, str]
     receiver: WebhookReceiver
     log: Path
-    #: A read key of the store (``driftline keys create``; made before any thread starts:
-    #: the CLI runner swaps the process's environment).
-    api_key: str
     started: float = field(default_factory=time.monotonic)
     #: What the scenario cuts and restores, when it is set up before the run (a proxy).
     fault: Any = None
@@ -338,7 +347,9 @@ class Run:
         finally:
             store.engine.dispose()
         assert_same_reports(stored, expected.reports)
-        counted = sum(r.n for r in stored) + open_window_rows(worker.api, self.api_key)
+        counted = sum(r.n for r in stored) + open_window_rows(
+            self.database_url, self.topics.predictions, expected.monitor
+        )
         letters, resent = dead_letters(self.bootstrap, self.topics.dlq)
         assert letters == expected.letters, (
             f"dead letters missing: {sorted(expected.letters - letters)}; "

@@ -23,7 +23,6 @@ from driftline.embedded.broker import EmbeddedBroker, free_port
 from driftline.embedded.process import WorkerProcess
 from driftline.stream.topics import Topics, ensure_topics
 from tests.conftest import new_postgres_database
-from tests.integration.keys import create_key
 from tests.integration.tcp_proxy import TcpProxy
 from tests.reliability.harness import (
     Expected,
@@ -254,7 +253,6 @@ def test_every_row_is_accounted_for(
     """Three seeds on SQLite and three on PostgreSQL, all at once (each with its own
     topics, database, worker and receiver): the scenarios mostly wait (restarts,
     outages), so that costs little more than one run."""
-    keys = {name: create_key(url) for name, url in databases.items()}  # the CLI: not threadsafe
     with ThreadPoolExecutor(len(databases)) as pool:
         runs = [
             pool.submit(
@@ -265,7 +263,6 @@ def test_every_row_is_accounted_for(
                 f"{topic_prefix}{name.replace('-', '')}",
                 tmp_path / name,
                 url,
-                keys[name],
             )
             for name, url in databases.items()
         ]
@@ -281,7 +278,6 @@ def one_seed(
     prefix: str,
     directory: Path,
     database_url: str,
-    api_key: str,
 ) -> Ledger:
     make_stream, drive = SCENARIOS[scenario]
     stream = make_stream(seed)
@@ -315,7 +311,6 @@ def one_seed(
             settings,
             receiver,
             directory / "worker.log",
-            api_key,
             fault=fault,
         )
         try:
