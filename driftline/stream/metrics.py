@@ -300,6 +300,7 @@ DEAD_LETTER_REASONS = (
     "schema",
     "feature_type",
     "late",
+    "future",
     "processing_error",
     "label_schema",
     "label_type",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -39,11 +40,10 @@ from driftline.monitoring import Monitor, build_monitor
 from driftline.replay import Replay
 from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import DriftReport
-from driftline.store import Store as DriftlineStore
 from driftline.stream.deadletter import SourceMessage
 from driftline.stream.processing import MonitorState
 from driftline.stream.topics import Topics
-from tests.integration.test_recovery import Store
+from tests.integration.test_recovery import Store, crash_test_settings
 from tests.reliability.stream import LATENESS_S, MODEL, PANE_S, Stream
 from tests.unit.helpers import SECRET, assert_same_reports
 
@@ -160,19 +160,16 @@ def replay(stream: Stream, monitors: Path) -> Expected:
 def worker_settings(
     bootstrap: str, prefix: str, monitors: Path, database_url: str, directory: Path
 ) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP": bootstrap,
-        "TOPIC_PREFIX": prefix,
-        "CONSUMER_GROUP": prefix,
-        "MONITORS_PATH": str(monitors),
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(directory / "data"),
-        "SESSION_TIMEOUT_S": "6",
-        "BATCH_SIZE": "20",
-        "BATCH_TIMEOUT_S": "0.05",
-        "RELAY_INTERVAL_S": "0.5",
-        "LOG_LEVEL": "info",
-    }
+    """The crash tests' worker (small batches), with its relay on (it delivers)."""
+    return crash_test_settings(
+        bootstrap,
+        prefix,
+        monitors,
+        database_url,
+        directory,
+        BATCH_SIZE="20",
+        RELAY_INTERVAL_S="0.5",
+    )
 
 
 def producer(bootstrap: str) -> Producer:
@@ -210,13 +207,16 @@ def webhook_receiver() -> Iterator[tuple[WebhookReceiver, str]]:
         loop.close()
 
 
-def dead_letters(bootstrap: str, topic: str) -> tuple[set[tuple[int, str, str]], int]:
+def dead_letters(
+    bootstrap: str, topic: str, expected: set[tuple[int, str, str]]
+) -> tuple[set[tuple[int, str, str]], int]:
     """Each dead letter's (source offset, batch index or "", reason), once; and how many
     were sent again (the same source row).
 
-    Read from the start until nothing more comes for a while. Not up to the high
-    watermark: the embedded broker (tansu 0.6) can report one that lags the messages it
-    serves. Every dead letter is acknowledged before its batch is stored, and the
+    Read from the start until every expected letter is there (or 60 s passed), then
+    until nothing more comes for 2 s (any unexpected ones). Not up to the high
+    watermark: the embedded broker (tansu 0.6) can report one that lags the messages
+    it serves. Every dead letter is acknowledged before its batch is stored, and the
     caller waited for the store, so all are there.
     """
     consumer = Consumer(
@@ -229,45 +229,42 @@ def dead_letters(bootstrap: str, topic: str) -> tuple[set[tuple[int, str, str]],
     )
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
-        seen: dict[tuple[bytes, ...], str] = {}
+        seen: dict[tuple[int, str], str] = {}
         resent = 0
-        quiet_until = time.monotonic() + 5.0  # the first fetch can take a moment
-        while time.monotonic() < quiet_until:
+        wanted = {(offset, index) for offset, index, _ in expected}
+        deadline = time.monotonic() + 60
+        quiet_until = time.monotonic() + 2.0
+        while time.monotonic() < (deadline if not wanted <= seen.keys() else quiet_until):
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            quiet_until = time.monotonic() + 1.5
+            quiet_until = time.monotonic() + 2.0
             headers = dict(message.headers() or [])
-            source = tuple(
-                headers.get(name, b"")
-                for name in (
-                    "driftline-source-topic",
-                    "driftline-source-partition",
-                    "driftline-source-offset",
-                    "driftline-batch-index",
-                )
+            source = (
+                int(headers["driftline-source-offset"]),
+                headers.get("driftline-batch-index", b"").decode(),
             )
             if source in seen:
                 resent += 1
             seen[source] = headers["driftline-reason"].decode()
-        return {
-            (int(offset), index.decode(), reason) for (_, _, offset, index), reason in seen.items()
-        }, resent
+        return {(offset, index, reason) for (offset, index), reason in seen.items()}, resent
     finally:
         consumer.close()
 
 
-def open_window_rows(database_url: str, topic: str, monitor: Monitor) -> int:
+def open_window_rows(database_url: str, monitor: Monitor) -> int:
     """Rows in the window still open (the closing event's), from the model's stored
     snapshot, read with driftline's own state. Not from the API: a worker handed the
     partition again after its last message has not loaded the state yet (it does at
-    the next message)."""
-    store = DriftlineStore.connect(database_url)
+    the next message). Read with a plain engine: ``driftline.store.Store.connect``
+    migrates, and alembic's context is not safe across the scenario's threads."""
+    store = Store(database_url)
     try:
-        _, snapshots = store.load_partition(topic, 0)
+        (snapshot,) = store.column(f"SELECT state FROM model_states WHERE model_id = '{MODEL}'")
     finally:
-        store.close()
-    snapshot = snapshots[MODEL]
+        store.engine.dispose()
+    if isinstance(snapshot, str | bytes):
+        snapshot = orjson.loads(snapshot)
     state = MonitorState(replace(monitor, reference_version=snapshot["reference_version"]))
     assert state.restore(snapshot)
     current = state.current_report()
@@ -347,10 +344,8 @@ class Run:
         finally:
             store.engine.dispose()
         assert_same_reports(stored, expected.reports)
-        counted = sum(r.n for r in stored) + open_window_rows(
-            self.database_url, self.topics.predictions, expected.monitor
-        )
-        letters, resent = dead_letters(self.bootstrap, self.topics.dlq)
+        counted = sum(r.n for r in stored) + open_window_rows(self.database_url, expected.monitor)
+        letters, resent = dead_letters(self.bootstrap, self.topics.dlq, expected.letters)
         assert letters == expected.letters, (
             f"dead letters missing: {sorted(expected.letters - letters)}; "
             f"not expected: {sorted(letters - expected.letters)}"

@@ -25,26 +25,12 @@ from driftline.schemas.monitors import load_monitors
 from driftline.store import Store
 from driftline.stream.batch import StreamProcessor
 from driftline.stream.deadletter import SourceMessage
+from driftline.stream.metrics import DEAD_LETTER_REASONS
 from driftline.triggers.alerts import receive
 from tests.unit.helpers import SECRET, make_monitor
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 MONITOR = make_monitor(targets=[{"url": "http://127.0.0.1:9/hook", "secret": SECRET}])
-#: Every reason a row (or message) can be dead-lettered for.
-REASONS = {
-    "decode",
-    "schema",
-    "feature_type",
-    "late",
-    "future",
-    "processing_error",
-    "label_schema",
-    "label_type",
-    "label_duplicate",
-    "label_expired",
-    "label_unknown",
-    "labels_not_configured",
-}
 
 scalars = st.one_of(
     st.none(),
@@ -123,7 +109,7 @@ def test_no_message_crashes_the_processing_and_every_row_has_one_fate(
     processor = StreamProcessor({"m": MONITOR})
     result = processor.process([SourceMessage(key, value, "t", 0, 0, timestamp)], NOW)
     for letter in result.dead:
-        assert letter.reason in REASONS
+        assert letter.reason in DEAD_LETTER_REASONS
         assert letter.message
         assert isinstance(letter.value, bytes)
     accepted = sum(result.accepted.values())

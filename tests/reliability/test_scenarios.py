@@ -117,6 +117,33 @@ def database_outage(run: Run) -> WorkerProcess:
         proxied = url.set(host="127.0.0.1", port=fault.port)
         run.settings["DATABASE_URL"] = proxied.render_as_string(hide_password=False)
     run.cleanups.append(fault.stop)
+
+    def failing(worker: WorkerProcess) -> None:
+        # Its store calls fail and are retried; it says it is not ready.
+        wait_for(lambda: readiness(worker) == 503, worker, OUTAGE_S - 5)
+        errors = "driftline_store_errors_total"
+        wait_for(lambda: metric_total(worker, errors) > 0, worker, OUTAGE_S - 5)
+
+    return outage(run, fault, failing)
+
+
+def broker_outage(run: Run) -> WorkerProcess:
+    """The broker is unreachable for 30 s mid-stream: the worker (and the producer) reach
+    it through a TCP proxy that drops every connection and refuses new ones. Events are
+    produced meanwhile; the producer holds them until the broker is back."""
+    assert isinstance(run.fault, TcpProxy)
+
+    def failing(worker: WorkerProcess) -> None:
+        wait_for(lambda: readiness(worker) == 503, worker, OUTAGE_S - 5)
+
+    return outage(run, run.fault, failing)
+
+
+def outage(
+    run: Run, fault: TcpProxy | SqliteLock, failing: Callable[[WorkerProcess], None]
+) -> WorkerProcess:
+    """Half the stream, then ``fault`` cut for ``OUTAGE_S`` while the rest is produced
+    (``failing`` checks the worker notices), then restored."""
     messages = run.stream.messages
     half = len(messages) // 2
     worker = run.start_worker()
@@ -127,42 +154,13 @@ def database_outage(run: Run) -> WorkerProcess:
         wait_for(lambda: store.offset() >= half - 10, worker, 60)
         fault.cut()
         cut_at = time.monotonic()
-        produce(target, run.topics.predictions, messages[half:])
-        # Its store calls fail and are retried; it says it is not ready.
-        wait_for(lambda: readiness(worker) == 503, worker, OUTAGE_S - 5)
-        wait_for(
-            lambda: metric_total(worker, "driftline_store_errors_total") > 0, worker, OUTAGE_S - 5
-        )
+        for message in messages[half:]:  # held by the producer while the broker is away
+            target.produce(run.topics.predictions, key=message.key, value=message.value)
+            target.poll(0)
+        failing(worker)
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
         assert store.offset() < len(messages) - 1  # nothing after the cut was stored
         fault.restore()
-    finally:
-        store.engine.dispose()
-    return worker
-
-
-def broker_outage(run: Run) -> WorkerProcess:
-    """The broker is unreachable for 30 s mid-stream: the worker (and the producer) reach
-    it through a TCP proxy that drops every connection and refuses new ones. Events are
-    produced meanwhile; the producer holds them until the broker is back."""
-    assert isinstance(run.fault, TcpProxy)
-    messages = run.stream.messages
-    half = len(messages) // 2
-    worker = run.start_worker()
-    target = producer(run.bootstrap)
-    produce(target, run.topics.predictions, messages[:half])
-    store = run.store
-    try:
-        wait_for(lambda: store.offset() >= half - 10, worker, 60)
-        run.fault.cut()
-        cut_at = time.monotonic()
-        for message in messages[half:]:
-            target.produce(run.topics.predictions, key=message.key, value=message.value)
-            target.poll(0)
-        wait_for(lambda: readiness(worker) == 503, worker, OUTAGE_S - 5)
-        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
-        assert store.offset() < len(messages) - 1  # nothing after the cut was consumed
-        run.fault.restore()
         assert target.flush(60) == 0
     finally:
         store.engine.dispose()
