@@ -29,7 +29,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -43,7 +42,7 @@ from driftline.schemas.reports import DriftReport
 from driftline.stream.deadletter import SourceMessage
 from driftline.stream.processing import MonitorState
 from driftline.stream.topics import Topics
-from tests.integration.test_recovery import Store, crash_test_settings
+from tests.integration.test_recovery import Store, crash_test_settings, wait_for
 from tests.reliability.stream import LATENESS_S, MODEL, PANE_S, Stream
 from tests.unit.helpers import SECRET, assert_same_reports
 
@@ -269,16 +268,6 @@ def open_window_rows(database_url: str, monitor: Monitor) -> int:
     assert state.restore(snapshot)
     current = state.current_report()
     return 0 if current is None else current.n
-
-
-def wait_for(condition: Callable[[], bool], worker: WorkerProcess, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if worker.returncode is not None:
-            pytest.fail(f"worker exited {worker.returncode}:\n{worker.log_tail()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out; worker log:\n{worker.log_tail()}")
-        time.sleep(0.05)
 
 
 @dataclass
