@@ -134,12 +134,13 @@ def _refuse_future(
                 )
             )
     verdicts = iter(keep)
-    order = [not is_row or next(verdicts) for is_row in decoded.order]
+    # Labels stay; a prediction stays if kept (the verdicts are the rows', in order).
+    order = [is_row for is_row in decoded.order if not is_row or next(verdicts)]
     return replace(
         decoded,
         rows=list(compress(decoded.rows, keep)),
         row_indices=list(compress(decoded.row_indices, keep)),
-        order=[is_row for is_row, kept in zip(decoded.order, order, strict=True) if kept],
+        order=order,
     )
 
 
