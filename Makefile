@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test system-packages lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
-## Install and run the whole test suite.
-test: $(STAMP)
+## Install and run the whole test suite (and, as root, the Debian packages it runs).
+test: system-packages $(STAMP)
 	$(BIN)/python -m pytest
+
+## Prometheus, Alertmanager and docker-compose for the config checks and the alerting test.
+system-packages:
+	@bash .ci/system-packages
 
 lint: $(STAMP)
 	$(BIN)/ruff check driftline tests bench

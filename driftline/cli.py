@@ -30,10 +30,22 @@ def worker() -> None:
     Configured by DRIFTLINE_* environment variables (see the README); with no
     DRIFTLINE_KAFKA_BOOTSTRAP it starts the embedded in-memory broker.
     """
+    import logging
+    import os
+
+    from driftline.exceptions import ConfigError
+    from driftline.logs import install_logging
     from driftline.settings import load_settings
     from driftline.stream.worker import run_worker
 
-    run_worker(load_settings())
+    try:
+        settings = load_settings()
+    except ConfigError as exc:  # logged as the worker would log it (JSON by default)
+        log_format = os.environ.get("DRIFTLINE_LOG_FORMAT", "json")
+        install_logging("console" if log_format == "console" else "json", "info")
+        logging.getLogger("driftline.worker").critical("driftline worker cannot start: %s", exc)
+        sys.exit(2)
+    run_worker(settings)
 
 
 @cli.command()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import logging.config
+import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,20 +36,55 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body).decode()
 
 
-def logging_config(log_format: str, level: str) -> dict[str, Any] | None:
-    """A dictConfig for the worker (None: Faust's own colored console format)."""
-    if log_format != "json":
-        return None
+def logging_config(log_format: str, level: str) -> dict[str, Any]:
+    """A dictConfig for the worker: JSON lines, or plain text for people (``console``).
+
+    Both write to stderr without terminal escape codes (Faust's own colored format
+    would put them in every log file it is redirected to).
+    """
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JsonFormatter"} if log_format == "json" else {"format": CONSOLE_FORMAT}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "formatters": {"default": formatter},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
-                "formatter": "json",
+                "formatter": "default",
                 "stream": "ext://sys.stderr",
             }
         },
         "root": {"level": LEVELS[level], "handlers": ["default"]},
     }
+
+
+CONSOLE_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def install_logging(log_format: str, level: str) -> None:
+    """Configure logging for a worker process: everything it writes goes through it.
+
+    Warnings and uncaught exceptions (of the main thread and of other threads) become
+    log records too, so that with ``json`` every line the process writes is JSON.
+    """
+    logging.config.dictConfig(logging_config(log_format, level))
+    logging.captureWarnings(True)
+    crashed = logging.getLogger("driftline.crash")
+
+    def main_thread(kind: Any, error: Any, trace: Any) -> None:
+        crashed.critical("uncaught exception", exc_info=(kind, error, trace))
+
+    def other_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        crashed.error(
+            "uncaught exception in thread %s",
+            name,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+        )
+
+    sys.excepthook = main_thread
+    threading.excepthook = other_thread

@@ -28,6 +28,7 @@ from driftline.embedded.broker import EmbeddedBroker
 from driftline.embedded.process import WorkerProcess
 from driftline.embedded.receiver import WebhookReceiver
 from driftline.embedded.traffic import TrafficModel, write_reference
+from driftline.kafka_clients import librdkafka_config
 from driftline.store import Store
 from driftline.stream.topics import Topics, ensure_topics
 
@@ -102,12 +103,7 @@ class Traffic:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "linger.ms": 5,
-                "enable.idempotence": True,
-                "log.connection.close": False,
-            }
+            librdkafka_config(bootstrap, **{"linger.ms": 5, "enable.idempotence": True})
         )
         self.topic = topic
         self.rng = np.random.default_rng(11)

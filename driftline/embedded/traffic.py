@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Producer
 
+from driftline.kafka_clients import librdkafka_config
+
 COUNTRIES = ["US", "DE", "FR", "IN", "BR"]
 REFERENCE_COUNTRY_P = [0.40, 0.20, 0.15, 0.15, 0.10]
 DRIFTED_COUNTRY_P = [0.20, 0.10, 0.10, 0.35, 0.25]
@@ -83,7 +85,7 @@ def stream_traffic(
     """Produce live events (event time = now) at ``rate`` per second, drifted after
     ``drift_after_s`` seconds; for ``duration_s`` seconds or until interrupted."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
+        librdkafka_config(bootstrap, **{"enable.idempotence": True, "linger.ms": 20})
     )
     rng = np.random.default_rng()
     started = time.time()

@@ -18,6 +18,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 from prometheus_client import CollectorRegistry
 
+from driftline.kafka_clients import librdkafka_config
 from driftline.monitoring import Monitor
 from driftline.registry import runnable
 from driftline.schemas.monitors import MonitorSpec, Target
@@ -255,7 +256,7 @@ def create_app(
 
     app.timer(interval=settings.monitors_refresh_s)(refresh_monitors)
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log.connection.close": False})
+    admin = AdminClient(librdkafka_config(bootstrap))
 
     async def check_broker() -> None:
         """Readiness: can the broker answer a metadata request?"""
@@ -267,6 +268,8 @@ def create_app(
             service.broker_healthy = False
         else:
             service.broker_healthy = True
+        finally:
+            await asyncio.to_thread(admin.poll, 0)  # librdkafka's log lines, to logging
 
     app.timer(interval=BROKER_CHECK_S)(check_broker)
 

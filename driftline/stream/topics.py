@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from driftline.exceptions import BrokerError
+from driftline.kafka_clients import librdkafka_config
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,21 @@ def ensure_topics(
     that partition N of each goes to the same worker: a missing one is created with the
     count of those that exist, and different counts are an error.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(librdkafka_config(bootstrap))
+    try:
+        _ensure(admin, bootstrap, names, partitions, timeout_s, copartitioned)
+    finally:
+        admin.poll(0)  # hand librdkafka's log lines to Python logging
+
+
+def _ensure(
+    admin: AdminClient,
+    bootstrap: str,
+    names: Sequence[str],
+    partitions: int,
+    timeout_s: float,
+    copartitioned: Sequence[str],
+) -> None:
     try:
         existing = {
             name: len(meta.partitions)

@@ -7,15 +7,15 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import logging.config
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 import faust
 
 from driftline.embedded.broker import EmbeddedBroker
-from driftline.exceptions import ReferenceDataError
-from driftline.logs import logging_config
+from driftline.exceptions import DriftlineError, ReferenceDataError
+from driftline.logs import install_logging, logging_config
 from driftline.monitoring import Monitor, build_monitor, calibrate
 from driftline.registry import runnable
 from driftline.schemas.monitors import MonitorSpec, load_monitors
@@ -117,11 +117,18 @@ _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def run_worker(settings: Settings) -> None:
-    """Run until stopped (SIGINT/SIGTERM)."""
+    """Run until stopped (SIGINT/SIGTERM); a startup error is logged and exits 2."""
     limit_malloc_arenas()  # before any thread starts
-    config = logging_config(settings.log_format, settings.log_level)
-    if config is not None:  # from the first line on, not only once Faust starts
-        logging.config.dictConfig(config)
+    # From the first line on, not only once Faust starts.
+    install_logging(settings.log_format, settings.log_level)
+    try:
+        _run(settings)
+    except DriftlineError as exc:
+        log.critical("driftline worker cannot start: %s", exc)
+        sys.exit(2)
+
+
+def _run(settings: Settings) -> None:
     store = Store.connect(settings.database_url)
     monitors, file_specs = prepare_monitors(settings, store)
     with kafka_bootstrap(settings) as bootstrap:

@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from driftline.exceptions import BrokerError
+from driftline.kafka_clients import librdkafka_config
 from driftline.schemas.monitors import KafkaTarget, Target
 from driftline.store import DeliveryRow
 from driftline.stream.topics import ensure_topics
@@ -39,14 +40,15 @@ class KafkaSender:
         """
         if self._producer_ is None:
             self._producer_ = Producer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "log.connection.close": False,
-                    "message.timeout.ms": int(timeout_s * 1000),
-                    **self._config,
-                }
+                librdkafka_config(
+                    self._bootstrap,
+                    **{
+                        "enable.idempotence": True,
+                        "acks": "all",
+                        "message.timeout.ms": int(timeout_s * 1000),
+                        **self._config,
+                    },
+                )
             )
         return self._producer_
 
