@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -19,6 +20,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 #: A reference column of this name is the model's output when features are inferred.
 PREDICTION_COLUMN = "prediction"
 CSV_SUFFIXES = (".csv", ".csv.gz")
+#: The type a column with no value at all (every CSV cell empty) is read as, by kind.
+_EMPTY_COLUMN_TYPES = {"numeric": pa.float64(), "boolean": pa.bool_(), "categorical": pa.string()}
 
 
 def read_table(path: Path) -> pa.Table:
@@ -28,12 +31,29 @@ def read_table(path: Path) -> pa.Table:
         if name.endswith(PARQUET_SUFFIXES):
             return pq.read_table(path)
         if name.endswith(CSV_SUFFIXES):
-            return pacsv.read_csv(path)
+            return _blank_is_missing(pacsv.read_csv(path))
     except FileNotFoundError:
         raise ReferenceDataError(f"data file {path} not found") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise ReferenceDataError(f"cannot read {path}: {exc}") from None
     raise ReferenceDataError(f"{path}: unknown file type; use a .parquet/.pq or .csv/.csv.gz file")
+
+
+def _blank_is_missing(table: pa.Table) -> pa.Table:
+    """A CSV table whose empty cells are missing (null) whatever the column's kind, as
+    in Parquet. pyarrow reads an empty cell as null in numeric and boolean columns but
+    as ``""`` in text ones, which made a blank a category of its own (and the same data
+    read from CSV drift against its Parquet twin). Text that pyarrow would take for null
+    in numbers (``NA``, ``null``) stays text: ``NA`` is a country code.
+    """
+    for index, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(index)
+            blank = pc.equal(column, "")
+            if pc.any(blank).as_py():
+                missing = pa.scalar(None, field.type)
+                table = table.set_column(index, field, pc.if_else(blank, missing, column))
+    return table
 
 
 def _is_numeric(kind: pa.DataType) -> bool:
@@ -83,6 +103,8 @@ def table_columns(table: pa.Table, features: Sequence[FeatureSpec]) -> dict[str,
                 f"no column {feature.name!r}; columns are {table.column_names}"
             )
         column = table.column(feature.name)
+        if pa.types.is_null(column.type):  # every cell empty (a CSV column)
+            column = column.cast(_EMPTY_COLUMN_TYPES[feature.kind])
         if feature.kind == "numeric":
             if not _is_numeric(column.type):
                 raise ReferenceDataError(
