@@ -441,7 +441,7 @@ def _store() -> Iterator[Any]:
     from driftline.settings import load_settings
     from driftline.store import Store
 
-    store = Store.connect(load_settings().database_url)
+    store = Store.open_existing(load_settings().database_url)
     try:
         yield store
     finally:
@@ -526,9 +526,11 @@ def db_current() -> None:
     """Print the database's schema revision and the newest one this version has."""
     from driftline.settings import load_settings
     from driftline.store.migrate import current_revision, head_revision
-    from driftline.store.repository import create_store_engine
+    from driftline.store.repository import check_existing_database, create_store_engine
 
-    engine = create_store_engine(load_settings().database_url)
+    url = load_settings().database_url
+    check_existing_database(url)
+    engine = create_store_engine(url)
     click.echo(f"database: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
     engine.dispose()
 

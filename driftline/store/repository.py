@@ -6,10 +6,11 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -191,6 +192,31 @@ def create_store_engine(url: str) -> Engine:
     return engine
 
 
+def check_existing_database(url: str) -> None:
+    """Raise a ``ConfigError`` naming ``url`` unless a driftline database is there."""
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    hint = (
+        "start `driftline worker` there once, run `driftline db upgrade`, or set "
+        "DRIFTLINE_DATABASE_URL to the worker's database"
+    )
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or not Path(database).is_file():
+            where = f" ({Path(database).resolve()})" if database not in ("", ":memory:") else ""
+            raise ConfigError(f"no driftline database at {shown}{where}: {hint}")
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"cannot open the database {shown}: {exc}; {hint}") from None
+    finally:
+        engine.dispose()
+    if "alembic_version" not in tables:
+        raise ConfigError(f"{shown} has no driftline schema: {hint}")
+
+
 class Store:
     """Monitors, reference profiles, window reports, triggers and their deliveries."""
 
@@ -200,9 +226,18 @@ class Store:
 
     @classmethod
     def connect(cls, url: str) -> Store:
+        """The store at ``url``, created (or migrated) if needed: the worker's way in."""
         store = cls(create_store_engine(url))
         store.create_schema()
         return store
+
+    @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """The driftline store at ``url`` (migrated if older); a ``ConfigError`` naming the
+        URL when there is none: a command that reads the store must not create an empty
+        one (a SQLite URL would make a new file wherever it runs)."""
+        check_existing_database(url)
+        return cls.connect(url)
 
     def create_schema(self) -> None:
         """Apply the schema migrations (safe when several workers start at once)."""

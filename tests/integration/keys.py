@@ -8,8 +8,12 @@ from driftline.cli import cli
 
 
 def create_key(database_url: str, tenant: str = "default", scope: str = "read") -> str:
-    """``driftline keys create``'s key (stdout) for the store at ``database_url``."""
-    result = CliRunner(env={"DRIFTLINE_DATABASE_URL": database_url}).invoke(
+    """``driftline keys create``'s key (stdout) for the store at ``database_url``, after
+    ``driftline db upgrade`` (the CLI refuses a database that does not exist yet)."""
+    runner = CliRunner(env={"DRIFTLINE_DATABASE_URL": database_url})
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    result = runner.invoke(
         cli, ["keys", "create", "--tenant", tenant, "--scope", scope, "--name", "test"]
     )
     assert result.exit_code == 0, result.output

@@ -169,3 +169,71 @@ def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output
+
+
+READ_STORE_COMMANDS = [
+    ["status"],
+    ["monitors", "list"],
+    ["keys", "create", "--tenant", "team-a"],
+    ["keys", "list"],
+    ["db", "current"],
+]
+
+
+@pytest.mark.parametrize("command", READ_STORE_COMMANDS, ids=" ".join)
+def test_store_commands_refuse_a_database_that_does_not_exist(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """In a directory without the worker's database: an error naming the URL (rc 2),
+    not a new empty driftline.db and a key no worker knows."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DRIFTLINE_DATABASE_URL", raising=False)
+    monkeypatch.setattr("sys.argv", ["driftline", *command])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "no driftline database at sqlite:///driftline.db" in error
+    assert str(tmp_path / "driftline.db") in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.postgres
+def test_store_commands_refuse_a_postgresql_database_without_driftline(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from driftline.store.migrate import current_revision
+    from driftline.store.repository import create_store_engine
+
+    missing = make_url(postgres_database).set(database="driftline_no_such_database")
+    for url, expected in [
+        (postgres_database, "has no driftline schema"),
+        (missing.render_as_string(hide_password=False), "cannot open the database"),
+    ]:
+        monkeypatch.setenv("DRIFTLINE_DATABASE_URL", url)
+        monkeypatch.setattr("sys.argv", ["driftline", "status"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 2
+        error = capsys.readouterr().err
+        assert expected in error
+        assert make_url(url).database in error
+    engine = create_store_engine(postgres_database)
+    assert current_revision(engine) is None  # nothing was created there
+    engine.dispose()
+
+
+def test_db_upgrade_creates_the_database_the_other_commands_then_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DRIFTLINE_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    listed = runner.invoke(cli, ["keys", "list"])
+    assert listed.exit_code == 0, listed.output
