@@ -11,10 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from driftline.detectors.binning import category_label
 from driftline.detectors.histogram import Column
 from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec
+from driftline.schemas.values import category_label
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: A reference column of this name is the model's output when features are inferred.

@@ -18,13 +18,14 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from driftline.datafiles import infer_features, read_table, table_columns
-from driftline.detectors.binning import CategoricalBinning, NumericBinning, category_label
+from driftline.detectors.binning import CategoricalBinning, NumericBinning
 from driftline.detectors.histogram import Column, Histogram
 from driftline.detectors.outcomes import OutcomeProfile, Scorer
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.exceptions import ReferenceDataError
 from driftline.schemas.monitors import FeatureSpec, LabelsSpec, MonitorSpec, ThresholdSpec
 from driftline.schemas.reports import DriftReport, FeatureDrift, FeatureStats
+from driftline.schemas.values import category_label
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,17 @@ def outcome_profile(table: pa.Table, labels: LabelsSpec, path: Path) -> OutcomeP
             raise ReferenceDataError(
                 f"{path}: the labels hold {len(classes)} class(es); give labels.classes"
             )
+        if labels.prediction == "probability" and len(classes) != 2:
+            raise ReferenceDataError(
+                f"{path}: labels.prediction: probability scores one class of two, and the "
+                f"labels hold {len(classes)} ({', '.join(classes[:10])}); list the two "
+                "classes under labels.classes, or use prediction: label"
+            )
+    if labels.positive_class is not None and labels.positive_class not in (classes or ()):
+        raise ReferenceDataError(
+            f"{path}: labels.positive_class {labels.positive_class!r} is not one of the "
+            f"classes {classes}"
+        )
     scorer = Scorer(
         labels.task,
         tuple(classes or ()),

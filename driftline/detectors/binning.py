@@ -248,18 +248,3 @@ def binning_from_state(state: dict[str, Any]) -> Binning:
             np.asarray(state.get("sketch_edges", ()), dtype=np.float64),
         )
     return CategoricalBinning(tuple(state["categories"]), tuple(state.get("rare", ())))
-
-
-def category_label(value: Any) -> str | None:
-    """The category string of a raw value: ``True`` -> ``"true"``, ``3.0`` -> ``"3"``.
-
-    >>> [category_label(v) for v in (True, 3, 3.0, 2.5, "x", None)]
-    ['true', '3', '3', '2.5', 'x', None]
-    """
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

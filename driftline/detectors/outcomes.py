@@ -19,10 +19,10 @@ import numpy.typing as npt
 import orjson
 from scipy.special import ndtri
 
-from driftline.detectors.binning import category_label
 from driftline.detectors.performance import Classification, Regression
 from driftline.detectors.profile import ReferenceProfile
 from driftline.schemas.monitors import FeatureSpec
+from driftline.schemas.values import category_label
 
 Task = Literal["classification", "regression"]
 Metric = Literal["accuracy", "f1", "log_loss", "mae", "rmse"]

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from driftline.exceptions import ConfigError
+from driftline.schemas.values import category_label
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -293,6 +294,17 @@ class ConceptSpec(_Strict):
     )
 
 
+def _class_name(value: Any) -> Any:
+    """A class as events name it: ``1``, ``1.0`` and ``"1"`` are one class."""
+    if isinstance(value, int | float):  # booleans too: True is the class "true"
+        return category_label(value)
+    return value
+
+
+#: A class of a classification model: a string, or a number or boolean as labels carry it.
+ClassName = Annotated[str, BeforeValidator(_class_name)]
+
+
 class LabelsSpec(_Strict):
     """Delayed ground truth: labels join predictions by ``event_id`` within ``horizon``.
 
@@ -302,18 +314,21 @@ class LabelsSpec(_Strict):
     """
 
     task: Literal["classification", "regression"]
-    classes: list[str] | None = Field(
+    classes: list[ClassName] | None = Field(
         None,
         min_length=2,
         max_length=100,
-        description="Classification: the classes; omitted: those of the reference's labels.",
+        description="Classification: the classes (numbers or strings, as the labels are "
+        "sent); omitted: those of the reference's labels.",
     )
     prediction: Literal["label", "probability"] = Field(
         "label",
         description="'probability': the prediction is the probability of positive_class "
         "(binary classification; log loss is then reported).",
     )
-    positive_class: str | None = Field(None, description="Binary: the class scored (the last).")
+    positive_class: ClassName | None = Field(
+        None, description="Binary: the class scored (the last)."
+    )
     decision_threshold: float = Field(0.5, gt=0, lt=1, description="Probability to predict it.")
     horizon: Duration = Field(
         86400.0, gt=0, description="How long (event time) a prediction waits for its label."

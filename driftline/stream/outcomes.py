@@ -16,7 +16,6 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from driftline.detectors.binning import category_label
 from driftline.detectors.concept import ConceptDriftDetector
 from driftline.detectors.histogram import Histogram
 from driftline.detectors.outcomes import OutcomeProfile, label_feature, metric_value, metrics_of
@@ -27,6 +26,7 @@ from driftline.monitoring import Monitor, compare_features
 from driftline.schemas.events import LabelRow, PredictionRow
 from driftline.schemas.reports import PerformanceCheck, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
+from driftline.schemas.values import category_label
 from driftline.stream.join import Joined, LabelJoin, Unjoined
 from driftline.triggers.policy import EpisodePolicy, performance_event
 

@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 from msgspec.structs import astuple
 
-from driftline.detectors.binning import category_label
 from driftline.detectors.histogram import Column
 from driftline.detectors.panes import Pane, PaneLayout
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
@@ -28,6 +27,7 @@ from driftline.schemas.events import LabelRow, PredictionRow, TypedDecoder
 from driftline.schemas.monitors import OTHER_SEGMENT, FeatureSpec
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import ReferenceInfo, RetrainingEvent
+from driftline.schemas.values import category_label
 from driftline.stream.dedup import SeenIds
 from driftline.stream.outcomes import LabelRejection, OutcomeResult, OutcomeState
 from driftline.triggers.policy import EpisodePolicy, report_severity, retraining_event

@@ -312,3 +312,52 @@ def test_waiting_predictions_stay_within_max_pending_in_the_stream() -> None:
         assert outcomes.join.pending <= 5000
         assert outcomes.join.held <= 2 * 5000
     assert outcomes.join.counts.evicted_predictions == 200_000 - 5000
+
+
+def test_probability_predictions_need_two_classes_listed_or_inferred(tmp_path: Path) -> None:
+    """A 3-class reference under prediction: probability is refused at reference building
+    (it gave an accuracy of 0.33 where the model's was 0.75)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=3000)
+    path = tmp_path / "three.parquet"
+    classes = np.where(x < -0.5, "low", np.where(x > 0.5, "high", "mid"))
+    pq.write_table(pa.table({"x": x, "label": classes, "prediction": probability(x)}), path)
+    labels = LabelsSpec(task="classification", prediction="probability")
+    with pytest.raises(ReferenceDataError, match=r"labels hold 3 \(high, low, mid\); list the two"):
+        profile_file(path, labels=labels)
+    with pytest.raises(ValueError, match="needs exactly 2 classes"):
+        LabelsSpec(task="classification", prediction="probability", classes=["a", "b", "c"])
+    two = tmp_path / "two.parquet"
+    pq.write_table(pa.table({"x": x, "label": truth(rng, x), "prediction": probability(x)}), two)
+    with pytest.raises(ReferenceDataError, match="positive_class 'maybe' is not one of"):
+        profile_file(
+            two,
+            labels=LabelsSpec(
+                task="classification", prediction="probability", positive_class="maybe"
+            ),
+        )
+
+
+def test_numeric_classes_are_listed_as_numbers_and_match_numeric_labels(tmp_path: Path) -> None:
+    """``classes: [0, 1]`` as YAML writes it; events carry ``label: 1``."""
+    import yaml
+
+    spec = yaml.safe_load(
+        "task: classification\nclasses: [0, 1]\npositive_class: 1\nprediction: probability\n"
+    )
+    labels = LabelsSpec.model_validate(spec)
+    assert labels.classes == ["0", "1"]
+    assert labels.positive_class == "1"
+    both = {"task": "classification", "classes": [0.0, True]}
+    assert LabelsSpec.model_validate(both).classes == ["0", "true"]
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=2000)
+    numeric_truth = (truth(rng, x) == "yes").astype(int).tolist()  # 0 / 1, not strings
+    path = tmp_path / "numeric.parquet"
+    pq.write_table(pa.table({"x": x, "label": numeric_truth, "prediction": probability(x)}), path)
+    _, profile = profile_file(path, labels=labels)
+    assert profile.outcomes is not None
+    assert profile.outcomes.scorer.classes == ("0", "1")
+    assert profile.outcomes.reference_value("accuracy") == pytest.approx(0.9, abs=0.02)
+    assert profile.outcomes.scorer.label_problem(1) is None
+    assert profile.outcomes.scorer.label_problem(2) is not None
