@@ -43,12 +43,20 @@ def _detector(kind: Kind, params: dict[str, Any]) -> Any:
 class ConceptDriftDetector:
     """Feeds losses to a river detector; remembers what is needed to restore it.
 
+    Only a change for the worse counts: the loss going up. ADWIN finds a change in
+    either direction; a detection after which the kept (recent) window's mean loss is
+    below the dropped (older) part's is an improvement, counted in ``improvements``
+    and not reported. Page-Hinkley runs in river's ``mode: up`` (increases only).
+
     >>> detector = ConceptDriftDetector("adwin")
     >>> detector.update([0.0] * 2000 + [1.0] * 500)[:1]
     [2013]
     >>> restored = ConceptDriftDetector.from_state(detector.to_state())
     >>> restored.detections, restored.update([1.0] * 10)
     (1, [])
+    >>> better = ConceptDriftDetector("adwin")
+    >>> better.update([1.0] * 2000 + [0.0] * 500), better.improvements
+    ([], 1)
     """
 
     def __init__(
@@ -57,22 +65,40 @@ class ConceptDriftDetector:
         self.kind: Kind = kind
         self.params = {**DEFAULTS[kind], **(params or {})}
         self.memory = memory
+        #: Changes for the worse (the loss went up): what degrades a performance window.
         self.detections = 0
+        #: Changes for the better (ADWIN only): recorded, never a degradation.
+        self.improvements = 0
         self._detector = _detector(kind, self.params)
         self._since_detection: deque[float] = deque(maxlen=memory)
 
     def update(self, losses: Iterable[float]) -> list[int]:
         """Feed losses in order; the positions at which drift was detected."""
         hits = []
+        adwin = self.kind == "adwin"
         for i, loss in enumerate(losses):
             value = float(loss)
+            if adwin:
+                total, width = self._detector.total, self._detector.width
             self._detector.update(value)
             self._since_detection.append(value)
             if self._detector.drift_detected:
-                hits.append(i)
-                self.detections += 1
+                if not adwin or self._worse(total + value, width + 1):
+                    hits.append(i)
+                    self.detections += 1
+                else:
+                    self.improvements += 1
                 self._forget()
         return hits
+
+    def _worse(self, total: float, width: float) -> bool:
+        """Whether ADWIN's cut (from ``width`` values summing to ``total``) left a window
+        of higher mean loss than the part it dropped."""
+        kept_total, kept = float(self._detector.total), float(self._detector.width)
+        dropped = width - kept
+        if dropped <= 0 or kept <= 0:
+            return True
+        return kept_total / kept > (total - kept_total) / dropped
 
     def _forget(self) -> None:
         """After a detection, keep only what the detector still holds."""
@@ -94,6 +120,7 @@ class ConceptDriftDetector:
             "params": self.params,
             "memory": self.memory,
             "detections": self.detections,
+            "improvements": self.improvements,
             # float32, base64: 10,000 losses are 53 KB of JSON, and no code runs on load.
             "values": base64.b64encode(
                 np.asarray(self._since_detection, dtype="<f4").tobytes()
@@ -109,4 +136,5 @@ class ConceptDriftDetector:
         # The same values as saved, so saving again and restoring again gives this state.
         detector._since_detection.extend(values.tolist())
         detector.detections = int(state["detections"])
+        detector.improvements = int(state.get("improvements", 0))  # older snapshots lack it
         return detector

@@ -293,6 +293,16 @@ class ConceptSpec(_Strict):
         default_factory=dict, description="river parameters, e.g. {delta: 0.00001}."
     )
 
+    @model_validator(mode="after")
+    def _upward(self) -> ConceptSpec:
+        mode = self.params.get("mode", "up")
+        if self.detector == "page_hinkley" and mode != "up":
+            raise ValueError(
+                f"params.mode: {mode!r}; Page-Hinkley watches the loss for increases only "
+                "(mode: up): a change for the better is not a degradation"
+            )
+        return self
+
 
 def _class_name(value: Any) -> Any:
     """A class as events name it: ``1``, ``1.0`` and ``"1"`` are one class."""

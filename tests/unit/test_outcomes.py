@@ -361,3 +361,82 @@ def test_numeric_classes_are_listed_as_numbers_and_match_numeric_labels(tmp_path
     assert profile.outcomes.reference_value("accuracy") == pytest.approx(0.9, abs=0.02)
     assert profile.outcomes.scorer.label_problem(1) is None
     assert profile.outcomes.scorer.label_problem(2) is not None
+
+
+@pytest.mark.parametrize("kind", ["adwin", "page_hinkley"])
+def test_concept_drift_counts_only_a_change_for_the_worse(kind: str) -> None:
+    """Errors that shrink (an MAE from 846 to 734) are not a degradation; growing ones are."""
+    from driftline.detectors.concept import ConceptDriftDetector
+
+    rng = np.random.default_rng(6)
+    before, better, worse = (
+        rng.normal(846, 60, 3000),
+        rng.normal(734, 60, 3000),
+        rng.normal(960, 60, 3000),
+    )
+    params = {"threshold": 20_000.0} if kind == "page_hinkley" else {}
+    improving = ConceptDriftDetector(kind, params)
+    assert improving.update(np.abs(np.concatenate([before, better]))) == []
+    assert improving.detections == 0
+    degrading = ConceptDriftDetector(kind, params)
+    hits = degrading.update(np.abs(np.concatenate([before, worse])))
+    assert hits
+    assert 3000 <= hits[0] < 3500
+    again = ConceptDriftDetector.from_state(orjson.loads(orjson.dumps(improving.to_state())))
+    assert (again.detections, again.improvements) == (improving.detections, improving.improvements)
+
+
+def test_page_hinkley_watches_for_increases_only() -> None:
+    from driftline.schemas.monitors import ConceptSpec
+
+    with pytest.raises(ValueError, match=r"params\.mode: 'both'; Page-Hinkley watches the loss"):
+        ConceptSpec(detector="page_hinkley", params={"mode": "both"})
+
+
+def test_an_improving_regression_model_fires_no_performance_request() -> None:
+    """The observed case: MAE 734 against a reference of 846 fired source: performance."""
+    from dataclasses import replace
+
+    from driftline.detectors.outcomes import OutcomeProfile, Scorer
+
+    base = labelled_monitor(
+        labels={"task": "regression", "classes": None, "prediction": "label"},
+        policy={"performance": {"metric": "mae"}},
+    )
+    spec = base.spec
+    rng = np.random.default_rng(7)
+    truth = rng.normal(5000, 500, 4000)
+    outcomes = OutcomeProfile.build(
+        Scorer("regression"),
+        list(truth),
+        list(truth + rng.normal(0, 1060, 4000)),  # MAE ~846
+    )
+    calibrated = outcomes.calibrated("psi", 0.01, 200)
+    monitor = replace(base, spec=spec, profile=replace(base.profile, outcomes=calibrated))
+    rows = []
+    for i in range(12_000):
+        value = float(rng.normal(5000, 500))
+        noise = 1060 if i < 3000 else 920  # MAE 846, then 734: better
+        rows.append(
+            orjson.dumps(
+                {
+                    "model_id": "m",
+                    "event_id": f"r{i}",
+                    "ts": START + i / 10,
+                    "features": {"x": 0.1},
+                    "prediction": value + float(rng.normal(0, noise)),
+                    "label": value,
+                }
+            )
+        )
+    processor = StreamProcessor({"m": monitor})
+    reports, total = run(processor, rows)
+    assert total.dead == []
+    assert reports
+    assert [t for t in total.triggers if t.data.source == "performance"] == []
+    assert not any(r.drifted for r in reports)
+    assert sum(r.concept_detections for r in reports) == 0
+    outcome_state = processor.states["m"].outcomes
+    assert outcome_state is not None
+    assert outcome_state.detector is not None
+    assert outcome_state.detector.improvements >= 1  # ADWIN saw the change, for the better
