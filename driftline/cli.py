@@ -323,23 +323,28 @@ def monitors_get(model_id: str) -> None:
     help="A YAML or JSON monitor spec (one model, as in the monitors file).",
 )
 def monitors_apply(path: Path) -> None:
-    """Create a monitor, or store a new version of it (workers apply it within seconds)."""
+    """Create a monitor, or store a new version of it (workers apply it within seconds).
+
+    The spec is checked as ``POST /v1/monitors`` checks it, with the same messages.
+    """
     from datetime import UTC, datetime
 
     import yaml
-    from pydantic import ValidationError
 
-    from driftline.schemas.monitors import MonitorSpec, describe_config_error
+    from driftline.exceptions import InvalidMonitor
+    from driftline.registry import stored_monitor_spec
+    from driftline.settings import load_settings
     from driftline.store.repository import MonitorConflict
 
     try:
-        spec = MonitorSpec.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as exc:
-        raise click.ClickException(f"{path}: {describe_config_error(exc)}") from None
-    if spec.reference.path is not None:
-        raise click.ClickException(
-            "reference.path: build it with `driftline reference build`, then use stored"
-        )
+        body = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InvalidMonitor(f"{path}: not valid YAML or JSON: {exc}") from None
+    settings = load_settings()
+    try:
+        spec = stored_monitor_spec(body, tenant="default", topic_prefix=settings.topic_prefix)
+    except InvalidMonitor as exc:
+        raise InvalidMonitor(f"{path}: {exc}") from None
     try:
         with _store() as store:
             now = datetime.now(UTC)

@@ -14,6 +14,11 @@ class ConfigError(DriftlineError):
     """Invalid settings or monitors configuration; raised at startup."""
 
 
+class InvalidMonitor(ConfigError):
+    """A monitor spec given to the API or ``driftline monitors apply`` is refused; the
+    message names the field (the same message either way)."""
+
+
 class ReferenceDataError(DriftlineError):
     """A reference or current data file cannot be read or does not fit the monitor."""
 

@@ -11,17 +11,54 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from driftline.exceptions import ReferenceDataError
+from driftline.exceptions import InvalidMonitor, ReferenceDataError
 from driftline.monitoring import Monitor, calibrate, profile_file
-from driftline.schemas.monitors import FeatureSpec, LabelsSpec, MonitorSpec
+from driftline.schemas.monitors import (
+    FeatureSpec,
+    LabelsSpec,
+    MonitorSpec,
+    describe_config_error,
+)
 from driftline.store import Store
 from driftline.store.repository import MonitorRecord
 
 PARQUET_MAGIC = b"PAR1"
 log = logging.getLogger(__name__)
+
+
+def stored_monitor_spec(body: Any, *, tenant: str, topic_prefix: str) -> MonitorSpec:
+    """A monitor spec to store, as the API (``POST``/``PUT /v1/monitors``) and
+    ``driftline monitors apply`` take it: one set of checks, one set of messages.
+
+    ``tenant`` is the default owner. The reference must be a stored profile (a file is
+    uploaded to ``/v1/monitors/{id}/references`` or built with ``driftline reference
+    build``); the features must be listed (a reference is built for them); a webhook
+    secret comes from ``secret_env``, since a stored spec never holds a secret (an
+    inline one would be stored masked and the monitor could never sign). Raises
+    ``InvalidMonitor`` naming the field.
+    """
+    if not isinstance(body, dict):
+        raise InvalidMonitor("body: a monitor spec object")
+    body = {"tenant": tenant, "reference": {"stored": "latest"}, **body}
+    try:
+        spec = MonitorSpec.model_validate(body, context={"topic_prefix": topic_prefix})
+    except ValidationError as exc:
+        raise InvalidMonitor(describe_config_error(exc)) from None
+    if spec.reference.path is not None:
+        raise InvalidMonitor(
+            "reference.path: upload the file to /v1/monitors/{model_id}/references (or "
+            "`driftline reference build`), then use reference.stored"
+        )
+    if not spec.features:
+        raise InvalidMonitor("features: list the monitored features")
+    for i, target in enumerate(spec.targets):
+        if target.type == "webhook" and target.secret_env is None:
+            raise InvalidMonitor(f"targets[{i}].secret: secrets are not stored; use secret_env")
+    return spec
 
 
 def monitor_of(

@@ -25,10 +25,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftline.auth import Principal, RateLimiter, Scope, matches, parse_key
-from driftline.exceptions import ReferenceDataError
-from driftline.registry import build_reference, labels_of
+from driftline.exceptions import InvalidMonitor, ReferenceDataError
+from driftline.registry import build_reference, labels_of, stored_monitor_spec
 from driftline.schemas.alertmanager import Notification
-from driftline.schemas.monitors import FeatureSpec, MonitorSpec, describe_config_error
+from driftline.schemas.monitors import FeatureSpec, MonitorSpec
 from driftline.settings import Settings
 from driftline.store.repository import MonitorConflict, MonitorRecord
 from driftline.stream.openapi import openapi_document
@@ -390,37 +390,21 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
         return record
 
     async def read_spec(request: Request, principal: Principal) -> MonitorSpec:
-        """A monitor spec from the body, for the API: stored references, no inline secrets."""
+        """A monitor spec from the body: the checks ``driftline monitors apply`` makes too."""
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
             raise Problem(400, "Invalid body", f"body: not JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise Problem(400, "Invalid body", "body: a monitor spec object")
-        body.setdefault("tenant", "default" if principal.tenant == "*" else principal.tenant)
-        body.setdefault("reference", {"stored": "latest"})
-        if principal.tenant not in ("*", body["tenant"]):
+        if isinstance(body, dict) and principal.tenant not in (
+            "*",
+            body.get("tenant", principal.tenant),
+        ):
             raise Problem(403, "Forbidden", f"tenant: this key acts for {principal.tenant!r}")
+        default = "default" if principal.tenant == "*" else principal.tenant
         try:
-            spec = MonitorSpec.model_validate(body, context={"topic_prefix": settings.topic_prefix})
-        except ValidationError as exc:
-            raise Problem(400, "Invalid monitor", describe_config_error(exc)) from None
-        if spec.reference.path is not None:
-            raise Problem(
-                400,
-                "Invalid monitor",
-                "reference.path: upload the file to /v1/monitors/{model_id}/references",
-            )
-        if not spec.features:
-            raise Problem(400, "Invalid monitor", "features: list the monitored features")
-        for i, target in enumerate(spec.targets):
-            if target.type == "webhook" and target.secret_env is None:
-                raise Problem(
-                    400,
-                    "Invalid monitor",
-                    f"targets[{i}].secret: secrets are not stored; use secret_env",
-                )
-        return spec
+            return stored_monitor_spec(body, tenant=default, topic_prefix=settings.topic_prefix)
+        except InvalidMonitor as exc:
+            raise Problem(400, "Invalid monitor", str(exc)) from None
 
     def monitor_body(record: MonitorRecord) -> dict[str, Any]:
         return {**record.as_json(), "running": record.model_id in service.monitors}

@@ -230,6 +230,70 @@ def test_problems_name_the_field(api: Api) -> None:
     assert "alerts" in body["detail"]
 
 
+BAD_SPECS = {
+    "inline secret": {"targets": [{"url": "http://127.0.0.1:9/x", "secret": SECRET}]},
+    "reference file": {"reference": {"path": "reference.parquet"}},
+    "no features": {"features": None},
+    "bad window": {"window": {"duration": "soon"}},
+    "unknown field": {"windows": {"duration": "1m"}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_monitors_apply_and_the_api_refuse_a_bad_spec_alike(
+    api: Api, tmp_path: Path, case: str
+) -> None:
+    """One validation path: the same error for the same spec, whichever way it comes."""
+    from click.testing import CliRunner
+
+    from driftline.cli import cli
+
+    spec = {
+        "model_id": f"bad-{case.replace(' ', '-')}",
+        "window": {"duration": "1m"},
+        "features": [{"name": "amount", "kind": "numeric"}],
+        **BAD_SPECS[case],
+    }
+    spec = {k: v for k, v in spec.items() if v is not None}
+    status, _, body = api.call("POST", "/v1/monitors", "a-write", spec)
+    assert status == 400, body
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump({**spec, "tenant": "team-a"}))
+    done = CliRunner(env={"DRIFTLINE_DATABASE_URL": api.database_url}).invoke(
+        cli, ["monitors", "apply", "-f", str(path)]
+    )
+    assert done.exit_code != 0
+    assert str(done.exception) == f"{path}: {body['detail']}"
+    assert api.call("GET", f"/v1/monitors/{spec['model_id']}", "a-read")[0] == 404
+
+
+def test_monitors_apply_names_kafka_topics_with_the_configured_prefix(
+    api: Api, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from driftline.cli import cli
+
+    prefix = api.topic.removesuffix(".predictions")
+    spec = {
+        "model_id": "cli-kafka",
+        "tenant": "team-a",
+        "window": {"duration": "1m"},
+        "features": [{"name": "amount", "kind": "numeric"}],
+        "targets": [{"type": "kafka"}],
+    }
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {"DRIFTLINE_DATABASE_URL": api.database_url, "DRIFTLINE_TOPIC_PREFIX": prefix}
+    done = CliRunner(env=env).invoke(cli, ["monitors", "apply", "-f", str(path)])
+    assert done.exit_code == 0, done.output
+    status, _, body = api.call("GET", "/v1/monitors/cli-kafka", "a-read")
+    assert status == 200
+    assert body["monitor"]["spec"]["targets"][0]["topic"] == f"{prefix}.retraining"
+    deleted = CliRunner(env=env).invoke(cli, ["monitors", "delete", "cli-kafka"])
+    assert deleted.exit_code == 0, deleted.output
+
+
 def test_rate_limit_per_key(api: Api) -> None:
     statuses = [api.call("GET", "/v1/models", "limited")[:2] for _ in range(40)]
     limited = [headers for status, headers in statuses if status == 429]
