@@ -559,20 +559,25 @@ def db_current() -> None:
     "--json",
     "as_json",
     is_flag=True,
-    help="One JSON object per line: windows, performance windows and triggers.",
+    help="One JSON object per line: windows, performance windows, triggers and dead letters.",
 )
 def replay(monitors_path: Path, events: Path, flush: bool, as_json: bool) -> None:
     """Run the worker's processing over a file of events: a backtest, no broker or database.
 
     Prints each closed window (PSI, JS, thresholds, verdicts) and each retraining
-    event the policy would fire, in order. Use it to tune thresholds and the policy
-    before turning them on.
+    event the policy would fire, in order; then a summary, with the dead letters by
+    reason and the first message of each (on stderr). Nothing is sent, so the targets'
+    secrets are not needed. Use it to tune thresholds and the policy before turning
+    them on.
     """
+    from collections import Counter
+
     from driftline.monitoring import build_monitor
     from driftline.replay import Replay, as_json_line, read_events
     from driftline.schemas.monitors import load_monitors
+    from driftline.stream.deadletter import DeadLetter
 
-    config = load_monitors(monitors_path)
+    config = load_monitors(monitors_path, resolve_secrets=False)
     monitors = {}
     for spec in config.models:
         if spec.reference.path is None:
@@ -581,38 +586,49 @@ def replay(monitors_path: Path, events: Path, flush: bool, as_json: bool) -> Non
             )
         monitors[spec.model_id] = build_monitor(spec)
     run = Replay(monitors)
-    windows = drifted = performance = degraded = triggers = 0
+    counts: Counter[str] = Counter()
     for item in run.run(read_events(events), flush=flush):
         if as_json:
             click.echo(as_json_line(item))
-        elif isinstance(item, DriftReport):
-            click.echo(format_window(item))
-        elif isinstance(item, PerformanceReport):
-            click.echo(format_performance(item))
-        else:
-            why = (
-                "; ".join(item.data.performance.reasons)
-                if item.data.performance is not None
-                else ", ".join(f.name for f in item.data.drifted_features)
-            )
-            click.echo(
-                f"  -> retraining event {item.data.trigger_id} for {item.data.model_id} "
-                f"({item.data.source}, {item.data.status}, {item.data.severity}): {why}"
-            )
-        if isinstance(item, DriftReport):
-            windows += 1
-            drifted += item.drifted
-        elif isinstance(item, PerformanceReport):
-            performance += 1
-            degraded += item.drifted
-        else:
-            triggers += 1
+        elif not isinstance(item, DeadLetter):
+            click.echo(format_output(item))
+        if isinstance(item, DriftReport | PerformanceReport):
+            kind = "windows" if isinstance(item, DriftReport) else "performance"
+            counts[kind] += 1
+            counts[f"{kind} flagged"] += item.drifted
+        elif not isinstance(item, DeadLetter):
+            counts["triggers"] += 1
+    labelled = (
+        f"{counts['performance']} performance windows, {counts['performance flagged']} degraded, "
+        if counts["performance"]
+        else ""
+    )
     dead = ", ".join(f"{k}: {v}" for k, v in sorted(run.dead_lettered.items())) or "none"
-    labelled = f"{performance} performance windows, {degraded} degraded, " if performance else ""
     click.echo(
-        f"{windows} windows, {drifted} drifted, {labelled}{triggers} retraining events; "
-        f"dead-lettered: {dead}; skipped (unmonitored models): {run.skipped}",
+        f"{counts['windows']} windows, {counts['windows flagged']} drifted, {labelled}"
+        f"{counts['triggers']} retraining events; dead-lettered: {dead}; "
+        f"skipped (unmonitored models): {run.skipped}",
         err=True,
+    )
+    for reason, letter in sorted(run.first_dead.items()):
+        click.echo(f"  {reason}: {letter.message} (line {letter.source.offset}, first)", err=True)
+
+
+def format_output(item: DriftReport | PerformanceReport | Any) -> str:
+    """One line of ``driftline replay``'s text output: a window, or a retraining event."""
+    if isinstance(item, DriftReport):
+        return format_window(item)
+    if isinstance(item, PerformanceReport):
+        return format_performance(item)
+    data = item.data
+    why = (
+        "; ".join(data.performance.reasons)
+        if data.performance is not None
+        else ", ".join(f.name for f in data.drifted_features)
+    )
+    return (
+        f"  -> retraining event {data.trigger_id} for {data.model_id} "
+        f"({data.source}, {data.status}, {data.severity}): {why}"
     )
 
 

@@ -4,11 +4,21 @@ No broker or database: events (predictions and labels) are read in file order an
 through the same ``StreamProcessor`` as the worker, in batches (the results do not depend on how
 events are batched). Retraining events are stamped with their window's end, so a
 replay prints the same thing every time.
+
+The worker judges ``window.max_future`` against each message's Kafka timestamp; a
+file has none, so each line gets one: its ``kafka_ts`` (the Kafka timestamp, epoch
+milliseconds as Kafka keeps it, or an RFC 3339 string) when the line carries one; else
+the time it would have been sent at by a producer that sends events as they happen,
+estimated from the file: the (lower) median of the newest event times of the lines
+around it (``SEND_TIME_LINES`` before, itself, as many after). A stray far-future event
+is far from that median and refused, as the worker refuses it; a quiet night between
+two lines moves the median with the lines and refuses nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,45 +29,147 @@ import pyarrow.parquet as pq
 
 from driftline.exceptions import ReferenceDataError
 from driftline.monitoring import Monitor
+from driftline.schemas.events import parse_timestamp
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.batch import BatchResult, StreamProcessor
-from driftline.stream.deadletter import SourceMessage
+from driftline.stream.deadletter import DeadLetter, SourceMessage
 
 BATCH = 1000
-#: What a replay yields: window reports (drift, performance) and the triggers they fired.
-Output = DriftReport | PerformanceReport | RetrainingEvent
+#: What a replay yields: window reports (drift, performance), the triggers they fired,
+#: and dead letters (the rows the worker would send to the dead-letter topic).
+Output = DriftReport | PerformanceReport | RetrainingEvent | DeadLetter
 #: Columns of a Parquet events file that are not features.
-EVENT_COLUMNS = ("model_id", "model_version", "event_id", "ts", "prediction", "segment", "label")
+EVENT_COLUMNS = (
+    "model_id",
+    "model_version",
+    "event_id",
+    "ts",
+    "prediction",
+    "segment",
+    "label",
+)
+#: The Kafka timestamp a line or Parquet row may carry (epoch ms, or RFC 3339).
+KAFKA_TS = "kafka_ts"
+#: Lines on each side of a line without ``kafka_ts`` whose event times estimate when it
+#: was sent.
+SEND_TIME_LINES = 10
 
 
 def read_events(path: Path) -> Iterator[SourceMessage]:
     """Messages from a JSON-lines file (one PredictionEvent, LabelEvent or EventBatch per
-    line) or Parquet.
+    line) or Parquet, each with the Kafka timestamp the worker would have seen (the
+    module's rule).
 
     In Parquet, each row is one event: the columns ``model_id``, ``event_id``, ``ts``
-    (and optionally ``model_version``, ``prediction``, ``segment``, ``label``), with the
-    features either in a struct column ``features`` or as all the other columns.
+    (and optionally ``model_version``, ``prediction``, ``segment``, ``label``,
+    ``kafka_ts``), with the features either in a struct column ``features`` or as all
+    the other columns.
     """
     name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        yield from _parquet_events(path)
-        return
+    lines = _parquet_events(path) if name.endswith((".parquet", ".pq")) else _json_lines(path)
+    return stamped(lines)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[SourceMessage, float | None, float | None]]:
     try:
         with path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
-                    yield SourceMessage(None, line.rstrip(b"\r\n"), str(path), 0, number)
+                    value = line.rstrip(b"\r\n")
+                    message = SourceMessage(None, value, str(path), 0, number)
+                    yield message, *_times(_json(value))
     except FileNotFoundError:
         raise ReferenceDataError(f"events file {path} not found") from None
 
 
-def _parquet_events(path: Path) -> Iterator[SourceMessage]:
+def _json(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _times(body: Any) -> tuple[float | None, float | None]:
+    """A line's ``kafka_ts`` (epoch seconds) and the newest event time of its rows (None
+    where a value is missing or unreadable: the decoder says why, not this)."""
+    if not isinstance(body, dict):
+        return None, None
+    rows = body.get("events")
+    stamps = [r.get("ts") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    newest = None
+    for value in [body.get("ts"), *stamps]:
+        moment = _seconds(value)
+        if moment is not None and (newest is None or moment > newest):
+            newest = moment
+    return _kafka_seconds(body.get(KAFKA_TS)), newest
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+def _kafka_seconds(value: Any) -> float | None:
+    """``kafka_ts``: epoch milliseconds (Kafka's unit), an RFC 3339 string or a datetime."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / 1000.0
+    return _seconds(value) if isinstance(value, str) else None
+
+
+def stamped(
+    lines: Iterable[tuple[SourceMessage, float | None, float | None]],
+) -> Iterator[SourceMessage]:
+    """Each message with its Kafka timestamp: its own ``kafka_ts``, or the lower median of
+    the newest event times of the ``SEND_TIME_LINES`` lines on each side and its own.
+
+    >>> def line(n, newest):
+    ...     return SourceMessage(None, b"{}", "f", 0, n), None, newest
+    >>> times = [100.0, 101.0, 10_000.0, 102.0, 103.0]  # a far-future line in the middle
+    >>> [m.timestamp for m in stamped(line(n, t) for n, t in enumerate(times))]
+    [102.0, 102.0, 102.0, 102.0, 102.0]
+    """
+    ahead: deque[tuple[SourceMessage, float | None, float | None]] = deque()
+    before: deque[float] = deque(maxlen=SEND_TIME_LINES)
+
+    def emit() -> SourceMessage:
+        message, kafka_ts, newest = ahead.popleft()
+        if kafka_ts is None:
+            around = [*before, *([] if newest is None else [newest])]
+            around += [t for _, _, t in ahead if t is not None]
+            kafka_ts = _lower_median(around)
+        if newest is not None:
+            before.append(newest)
+        return SourceMessage(
+            message.key, message.value, message.topic, message.partition, message.offset, kafka_ts
+        )
+
+    for item in lines:
+        ahead.append(item)
+        if len(ahead) > SEND_TIME_LINES:
+            yield emit()
+    while ahead:
+        yield emit()
+
+
+def _lower_median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _parquet_events(path: Path) -> Iterator[tuple[SourceMessage, float | None, float | None]]:
     try:
         table = pq.read_table(path)
     except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
         raise ReferenceDataError(f"cannot read events file {path}: {exc}") from None
-    features = [c for c in table.column_names if c not in EVENT_COLUMNS]
+    features = [c for c in table.column_names if c not in (*EVENT_COLUMNS, KAFKA_TS)]
     for number, row in enumerate(table.to_pylist(), start=1):
         event = {key: row.get(key) for key in EVENT_COLUMNS if row.get(key) is not None}
         if isinstance(event.get("ts"), datetime):
@@ -66,7 +178,8 @@ def _parquet_events(path: Path) -> Iterator[SourceMessage]:
         event["features"] = (
             row["features"] if "features" in row else {name: row[name] for name in features}
         )
-        yield SourceMessage(None, orjson.dumps(event, default=str), str(path), 0, number)
+        message = SourceMessage(None, orjson.dumps(event, default=str), str(path), 0, number)
+        yield message, _kafka_seconds(row.get(KAFKA_TS)), _seconds(event.get("ts"))
 
 
 class Replay:
@@ -75,6 +188,8 @@ class Replay:
     def __init__(self, monitors: dict[str, Monitor]) -> None:
         self.processor = StreamProcessor(monitors)
         self.dead_lettered: dict[str, int] = {}
+        #: The first dead letter of each reason (what the summary shows).
+        self.first_dead: dict[str, DeadLetter] = {}
         self.skipped = 0
 
     def run(self, messages: Iterator[SourceMessage], flush: bool = False) -> Iterator[Output]:
@@ -92,6 +207,8 @@ class Replay:
     def _outputs(self, result: BatchResult) -> Iterator[Output]:
         for letter in result.dead:
             self.dead_lettered[letter.reason] = self.dead_lettered.get(letter.reason, 0) + 1
+            self.first_dead.setdefault(letter.reason, letter)
+            yield letter
         self.skipped += result.skipped
         triggers: dict[tuple[str, datetime | None, str], RetrainingEvent] = {
             (t.data.model_id, t.data.window_end, t.data.source): t for t in result.triggers
@@ -111,8 +228,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def as_json_line(item: Output) -> bytes:
-    """``{"type": "window", ...report}``, ``{"type": "performance", ...report}`` or
-    ``{"type": "trigger", ...trigger data}``."""
+    """``{"type": "window", ...report}``, ``{"type": "performance", ...report}``,
+    ``{"type": "trigger", ...trigger data}`` or ``{"type": "dead_letter", "reason",
+    "message", "line", "batch_index", "event"}`` (the event as the dead-letter topic
+    would get it)."""
+    if isinstance(item, DeadLetter):
+        return orjson.dumps(
+            {
+                "type": "dead_letter",
+                "reason": item.reason,
+                "message": item.message,
+                "line": item.source.offset,
+                "batch_index": item.batch_index,
+                "event": _json(item.value) if item.value else None,
+            }
+        )
     if isinstance(item, DriftReport):
         body: dict[str, Any] = {"type": "window", **item.model_dump(mode="json")}
     elif isinstance(item, PerformanceReport):

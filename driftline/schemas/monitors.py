@@ -373,6 +373,13 @@ class LabelsSpec(_Strict):
         return self
 
 
+def resolves_secrets(info: ValidationInfo) -> bool:
+    """Whether validation reads the secrets targets name (environment variables) and
+    checks them: not when the context says ``resolve_secrets: False``, for what never
+    sends (``driftline replay``, reading a stored spec's target labels)."""
+    return bool((info.context or {}).get("resolve_secrets", True))
+
+
 class _Target(_Strict):
     name: str | None = Field(
         None, max_length=128, description="Label of the target in metrics; derived if omitted."
@@ -396,9 +403,11 @@ class WebhookTarget(_Target):
     _env_secrets: list[SecretStr] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
-    def _load_secret(self) -> WebhookTarget:
+    def _load_secret(self, info: ValidationInfo) -> WebhookTarget:
         if (self.secret is None) == (self.secret_env is None):
             raise ValueError("give exactly one of 'secret' or 'secret_env'")
+        if not resolves_secrets(info):
+            return self
         if self.secret_env is not None:
             value = os.environ.get(self.secret_env)
             if not value or not value.split():
@@ -475,14 +484,18 @@ class KubeflowTarget(_Target):
     token_env: str | None = Field(None, description="Environment variable holding a bearer token.")
 
     @model_validator(mode="after")
-    def _check(self) -> KubeflowTarget:
+    def _check(self, info: ValidationInfo) -> KubeflowTarget:
         if (self.pipeline_id is None) == (self.pipeline_name is None):
             raise ValueError("give exactly one of 'pipeline_id' or 'pipeline_name'")
         if self.pipeline_version_id is not None and self.pipeline_id is None:
             raise ValueError("'pipeline_version_id' needs 'pipeline_id'")
         if self.token_file is not None and self.token_env is not None:
             raise ValueError("give at most one of 'token_file' or 'token_env'")
-        if self.token_env is not None and not os.environ.get(self.token_env):
+        if (
+            self.token_env is not None
+            and resolves_secrets(info)
+            and not os.environ.get(self.token_env)
+        ):
             raise ValueError(f"environment variable {self.token_env} is not set")
         unknown = sorted(set(self.parameters.values()) - set(KFP_PARAMETER_SOURCES))
         if unknown:
@@ -649,10 +662,14 @@ class MonitorsConfig(_Strict):
         return {m.model_id: m for m in self.models}
 
 
-def load_monitors(path: Path, topic_prefix: str = "driftline") -> MonitorsConfig:
+def load_monitors(
+    path: Path, topic_prefix: str = "driftline", *, resolve_secrets: bool = True
+) -> MonitorsConfig:
     """Read and validate a monitors YAML file; errors name the file and the field.
 
     ``topic_prefix`` names the default topic of Kafka targets (``<prefix>.retraining``).
+    ``resolve_secrets=False``: the targets' secrets are neither read nor checked (for
+    what sends nothing, like ``driftline replay``).
     """
     try:
         data = yaml.safe_load(path.read_text())
@@ -664,7 +681,12 @@ def load_monitors(path: Path, topic_prefix: str = "driftline") -> MonitorsConfig
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     try:
         return MonitorsConfig.model_validate(
-            data, context={"base_dir": path.parent, "topic_prefix": topic_prefix}
+            data,
+            context={
+                "base_dir": path.parent,
+                "topic_prefix": topic_prefix,
+                "resolve_secrets": resolve_secrets,
+            },
         )
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_config_error(exc)}") from None

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from driftline.monitoring import build_monitor
 from driftline.replay import Replay, read_events
 from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import DriftReport
+from driftline.schemas.retraining import RetrainingEvent
+from driftline.stream.deadletter import DeadLetter
 from driftline.stream.topics import Topics, ensure_topics
 from tests.integration.keys import bearer, create_key
 from tests.unit.helpers import assert_same_reports
@@ -101,7 +104,30 @@ def traffic() -> tuple[list[bytes], list[float], dict[str, int]]:
     valid_ts.append(far)
     # Events of a model nobody monitors are skipped, not dead-lettered.
     messages.append(orjson.dumps({"model_id": "other", "event_id": "o", "ts": far, "features": {}}))
-    return messages, valid_ts, {"decode": 1, "schema": 2, "feature_type": 1, "late": 1}
+    bad = {"decode": 1, "schema": 2, "feature_type": 1, "late": 1, "future": 1}
+    return stamp(messages), valid_ts, bad
+
+
+def stamp(messages: list[bytes]) -> list[bytes]:
+    """Each JSON message with the Kafka timestamp a producer sending in real time would
+    give it (``kafka_ts``: its newest event time, epoch ms), which ``produce`` sets; and
+    one event a year ahead of its message in the middle (dead-lettered: future)."""
+    out = []
+    for value in messages:
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out.append(value)
+            continue
+        rows = body.get("events", [body])
+        times = [r["ts"] for r in rows if isinstance(r.get("ts"), int | float)]
+        sent = max(times) if times else START + 150.0
+        out.append(orjson.dumps({**body, "kafka_ts": int(sent * 1000)}))
+    future = {"model_id": MODEL, "event_id": "future", "ts": START + 365 * 86400.0}
+    sent = orjson.loads(out[len(out) // 2])["kafka_ts"]
+    middle = {**future, "features": {"amount": 5.0}, "kafka_ts": sent}
+    out.insert(len(out) // 2, orjson.dumps(middle))
+    return out
 
 
 def bad_messages(rng: np.random.Generator) -> list[bytes]:
@@ -138,8 +164,20 @@ def produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "log.connection.close": False}
     )
     for value in messages:
-        producer.produce(topic, key=MODEL, value=value)
+        sent = _kafka_ts(value)
+        if sent is None:
+            producer.produce(topic, key=MODEL, value=value)
+        else:  # as `driftline replay` reads the line: kafka_ts is the message's timestamp
+            producer.produce(topic, key=MODEL, value=value, timestamp=sent)
     assert producer.flush(30) == 0
+
+
+def _kafka_ts(value: bytes) -> int | None:
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return body.get("kafka_ts") if isinstance(body, dict) else None
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, within_s: float = 30) -> list[Any]:
@@ -189,7 +227,7 @@ def test_end_to_end(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asyncio.run(_end_to_end(kafka_bootstrap, topic_prefix, tmp_path))
-    monkeypatch.setenv("E2E_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("E2E_WEBHOOK_SECRET", raising=False)  # replay sends nothing
     check_replay_matches_the_worker(tmp_path)
 
 
@@ -442,12 +480,15 @@ def check_dead_letters(bootstrap: str, topic: str, bad: dict[str, int]) -> None:
     assert "features.amount" in feature_type[0]["driftline-error"]
     (late,) = by_reason["late"]
     assert json.loads(late[1])["event_id"] == "late"
+    (future,) = by_reason["future"]
+    assert json.loads(future[1])["event_id"] == "future"
+    assert "window.max_future" in future[0]["driftline-error"]
     assert "already closed" in late[0]["driftline-error"]
 
 
 def check_replay_matches_the_worker(tmp_path: Path) -> None:
     """``driftline replay`` of the same events gives the worker's window reports and trigger."""
-    (spec,) = load_monitors(tmp_path / "monitors.yaml").models
+    (spec,) = load_monitors(tmp_path / "monitors.yaml", resolve_secrets=False).models
     replayed = list(
         Replay({spec.model_id: build_monitor(spec)}).run(read_events(tmp_path / "events.jsonl"))
     )
@@ -458,4 +499,8 @@ def check_replay_matches_the_worker(tmp_path: Path) -> None:
     live = [DriftReport.model_validate({**r, "reference_version": None}) for r in rows]
     assert len(windows) == len(live) == 14
     assert_same_reports(windows, live)
-    assert [t.data.trigger_id for t in replayed if not isinstance(t, DriftReport)] == trigger_ids
+    replayed_triggers = [t.data.trigger_id for t in replayed if isinstance(t, RetrainingEvent)]
+    assert replayed_triggers == trigger_ids
+    # The rows the worker dead-lettered, by reason (the far-future one included).
+    dead = Counter(d.reason for d in replayed if isinstance(d, DeadLetter))
+    assert dead == traffic()[2]

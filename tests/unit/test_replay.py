@@ -117,8 +117,16 @@ def test_replay_is_deterministic_and_parquet_gives_the_same(case: dict[str, Path
     first = replay(case, "jsonl")
     assert replay(case, "jsonl") == first
     from_parquet = replay(case, "parquet")
-    strip = [{k: v for k, v in o.items() if k not in ("features",)} for o in first]
-    assert [{k: v for k, v in o.items() if k not in ("features",)} for o in from_parquet] == strip
+
+    def strip(out: list[dict[str, object]]) -> list[dict[str, object]]:
+        # The Parquet file has the events only, not the JSON lines' two bad lines.
+        return [
+            {k: v for k, v in o.items() if k != "features"}
+            for o in out
+            if o["type"] != "dead_letter"
+        ]
+
+    assert strip(from_parquet) == strip(first)
 
 
 def test_replay_equals_processing_the_same_rows_directly(case: dict[str, Path]) -> None:
@@ -157,3 +165,80 @@ def test_flush_and_text_output(case: dict[str, Path]) -> None:
     assert "11 windows" in result.stderr
     assert "decode: 1" in result.stderr
     assert "skipped (unmonitored models): 1" in result.stderr
+
+
+def epoch(moment: object) -> float:
+    return datetime.fromisoformat(str(moment)).timestamp()
+
+
+def _future_case(directory: Path, with_kafka_ts: bool) -> tuple[Path, Path]:
+    """Clean traffic, then drifted, with one event a year ahead among the clean ones, a
+    quiet hour, and a line whose ts has no UTC offset (a schema error)."""
+    rng = np.random.default_rng(9)
+    pq.write_table(pa.table(TrafficModel().sample(rng, 5000)), directory / "reference.parquet")
+    monitors = directory / "monitors.yaml"
+    monitors.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "model_id": "fraud",
+                        "reference": {"path": "reference.parquet"},
+                        "window": {"duration": "3m", "panes": 3, "min_events": 100},
+                        "policy": {"consecutive_windows": 2, "clean_windows_to_close": 2},
+                        # Replay sends nothing: this variable need not exist.
+                        "targets": [{"url": "http://127.0.0.1:9/", "secret_env": "NOT_SET_X"}],
+                    }
+                ]
+            }
+        )
+    )
+    lines = []
+    for minute in range(14):
+        start = START + 60 * minute + (3600 if minute >= 7 else 0)  # an hour's quiet
+        ts = np.sort(rng.uniform(start, start + 60, 300))
+        rows = TrafficModel(drifted=minute >= 9).rows(rng, 300, ts, minute * 1000)
+        for chunk in range(0, 300, 50):
+            body: dict[str, object] = {"model_id": "fraud", "events": rows[chunk : chunk + 50]}
+            if with_kafka_ts:
+                body["kafka_ts"] = int(ts[min(chunk + 49, 299)] * 1000)
+            lines.append(orjson.dumps(body))
+        if minute == 3:
+            far = {"model_id": "fraud", "event_id": "f", "ts": START + 365 * 86400.0}
+            lines.append(orjson.dumps({**far, "features": {"amount": 5.0}}))
+            naive = {"model_id": "fraud", "event_id": "n", "ts": "2023-11-14T22:17:00"}
+            lines.append(orjson.dumps({**naive, "features": {}}))
+    events = directory / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    return monitors, events
+
+
+@pytest.mark.parametrize("with_kafka_ts", [True, False], ids=["kafka_ts", "estimated"])
+def test_replay_refuses_a_far_future_event_as_the_worker_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_kafka_ts: bool
+) -> None:
+    """One event a year ahead would make every later row late and fire nothing; the
+    worker refuses it (max_future), and so does replay, with or without kafka_ts; the
+    quiet hour is no future."""
+    monkeypatch.delenv("NOT_SET_X", raising=False)
+    monitors, events = _future_case(tmp_path, with_kafka_ts)
+    result = CliRunner().invoke(
+        cli, ["replay", "--monitors", str(monitors), "--events", str(events), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    dead = [o for o in out if o["type"] == "dead_letter"]
+    assert sorted((d["reason"], d["event"]["event_id"]) for d in dead) == [
+        ("future", "f"),
+        ("schema", "n"),
+    ]
+    assert "has no UTC offset" in next(d["message"] for d in dead if d["reason"] == "schema")
+    windows = [o for o in out if o["type"] == "window"]
+    assert any(w["drifted"] for w in windows)
+    assert epoch(windows[-1]["window_end"]) > START + 3600  # past the quiet hour
+    assert not any(o["type"] == "dead_letter" and o["reason"] == "late" for o in out)
+    assert [o["type"] for o in out].count("trigger") == 1
+    # The summary says why, not only how many.
+    assert "dead-lettered: future: 1, schema: 1" in result.stderr
+    assert "  schema: ts: ts '2023-11-14T22:17:00' has no UTC offset" in result.stderr
+    assert "  future: event time " in result.stderr
