@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from driftline.exceptions import InvalidMonitor, ReferenceDataError
 from driftline.monitoring import Monitor, calibrate, profile_file
@@ -21,6 +21,7 @@ from driftline.schemas.monitors import (
     FeatureSpec,
     LabelsSpec,
     MonitorSpec,
+    Target,
     describe_config_error,
 )
 from driftline.store import Store
@@ -59,6 +60,24 @@ def stored_monitor_spec(body: Any, *, tenant: str, topic_prefix: str) -> Monitor
         if target.type == "webhook" and target.secret_env is None:
             raise InvalidMonitor(f"targets[{i}].secret: secrets are not stored; use secret_env")
     return spec
+
+
+_TARGET = TypeAdapter(Target)
+
+
+def target_labels(specs: Iterable[Mapping[str, Any]], topic_prefix: str) -> set[tuple[str, str]]:
+    """The (type, label) of every target of these stored specs (their metrics' labels),
+    read without their secrets."""
+    context = {"resolve_secrets": False, "topic_prefix": topic_prefix}
+    labels: set[tuple[str, str]] = set()
+    for spec in specs:
+        for raw in spec.get("targets") or []:
+            try:
+                target = _TARGET.validate_python(raw, context=context)
+            except ValidationError:
+                continue
+            labels.add((target.type, target.label))
+    return labels
 
 
 def monitor_of(

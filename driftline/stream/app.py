@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.kafka_clients import librdkafka_config
 from driftline.monitoring import Monitor
-from driftline.registry import runnable
+from driftline.registry import runnable, target_labels
 from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
@@ -250,6 +250,12 @@ def create_app(
                 )
         if changes:
             await service.reconcile(changes)
+        deleted = set(versions) - set(current)
+        if deleted:  # its series leave /metrics (tenants' churn must not grow them)
+            for model_id in deleted:
+                service.metrics.forget_model(model_id)
+            in_use = target_labels((r.spec for r in records), settings.topic_prefix)
+            service.metrics.forget_targets(in_use)
         versions.clear()
         versions.update({r.model_id: r.version for r in records})
         service.tenants = {r.model_id: r.tenant for r in records}

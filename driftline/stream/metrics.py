@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -268,6 +268,28 @@ class Metrics:
             registry=registry,
         )
 
+    def forget_model(self, model_id: str) -> None:
+        """Remove every series of a deleted monitor: label cardinality must not grow with
+        the monitors tenants create and delete."""
+        for counter, names in (
+            (self.events_processed, ("model",)),
+            (self.events_late, ("model",)),
+            (self.events_duplicate, ("model",)),
+            (self.windows_closed, ("model", "drifted")),
+            (self.labels, ("model", "outcome")),
+            (self.performance_windows, ("model", "degraded")),
+            (self.triggers, ("model", "source", "status")),
+        ):
+            _remove_where(counter, names, lambda labels: labels["model"] == model_id)
+
+    def forget_targets(self, keep: Collection[tuple[str, str]]) -> None:
+        """Remove the delivery series of targets (type, label) no monitor has any more."""
+        _remove_where(
+            self.deliveries,
+            ("target_type", "target", "outcome"),
+            lambda labels: (labels["target_type"], labels["target"]) not in keep,
+        )
+
     def initialize(self, monitors: Mapping[str, MonitorSpec]) -> None:
         """Create every known label set at zero, so that ``rate()`` and ``increase()`` see
         the first event of a series (a series born at 1 has no increase to Prometheus)."""
@@ -292,6 +314,21 @@ class Metrics:
             for target in spec.targets:
                 for outcome in ("delivered", "retry", "dead"):
                     self.deliveries.labels(target.type, target.label, outcome)
+
+
+def _remove_where(
+    counter: Counter, names: tuple[str, ...], doomed: Callable[[dict[str, str]], bool]
+) -> None:
+    """Remove the series of ``counter`` (labelled ``names``, in order) whose labels
+    ``doomed`` picks, found in what it exports."""
+    chosen = {
+        tuple(sample.labels[name] for name in names)
+        for family in counter.collect()
+        for sample in family.samples
+        if all(name in sample.labels for name in names) and doomed(sample.labels)
+    }
+    for values in chosen:
+        counter.remove(*values)
 
 
 #: Why events are dead-lettered (the ``driftline-reason`` header).

@@ -452,14 +452,23 @@ def test_a_monitor_created_through_the_api_runs_without_a_restart(
     assert api.call("POST", "/v1/monitors/c-model/references/9/activate", "a-write")[0] == 404
     assert api.call("DELETE", "/v1/monitors/c-model", "a-write")[0] == 403
     assert api.call("DELETE", "/v1/monitors/a-model", "a-admin")[0] == 409  # the file's
+    assert 'model="c-model"' in metrics_text(api)
     assert api.call("DELETE", "/v1/monitors/c-model", "a-admin")[0] == 200
 
     def models() -> list[str]:
         return [m["model_id"] for m in api.call("GET", "/v1/models", "a-read")[2]["models"]]
 
     wait_until(lambda: models() == ["a-model"], 30, "the deleted monitor to stop")
+    # Its series leave /metrics (within a refresh): cardinality does not grow with churn.
+    wait_until(lambda: 'model="c-model"' not in metrics_text(api), 10, "its metrics to go")
+    assert 'model="a-model"' in metrics_text(api)
     listed = [m["model_id"] for m in api.call("GET", "/v1/monitors", "a-read")[2]["monitors"]]
     assert listed == ["a-model"]
+
+
+def metrics_text(api: Api) -> str:
+    with urllib.request.urlopen(f"{api.url}/metrics", timeout=10) as response:
+        return str(response.read().decode())
 
 
 def wait_until(condition: Any, within_s: float, what: str) -> None:
