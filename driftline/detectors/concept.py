@@ -109,6 +109,20 @@ class ConceptDriftDetector:
         else:  # Page-Hinkley starts over
             self._since_detection.clear()
 
+    def checkpoint(self) -> tuple[int, int, tuple[float, ...]]:
+        """What ``rollback`` needs: the counts and the losses the detector depends on."""
+        return self.detections, self.improvements, tuple(self._since_detection)
+
+    def rollback(self, checkpoint: tuple[int, int, tuple[float, ...]]) -> None:
+        """Back to ``checkpoint``: river's detector is rebuilt from the losses it held
+        then (as a restore from a snapshot does)."""
+        detections, improvements, values = checkpoint
+        self._detector = _detector(self.kind, self.params)
+        for value in values:
+            self._detector.update(value)
+        self._since_detection = deque(values, maxlen=self.memory)
+        self.detections, self.improvements = detections, improvements
+
     @property
     def estimation(self) -> float | None:
         """ADWIN's current mean loss (None for Page-Hinkley)."""

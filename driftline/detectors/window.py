@@ -146,6 +146,22 @@ class PaneRing(Generic[P]):
             summary = summary + pane
         return ClosedWindow(start * self.pane_seconds, (end + 1) * self.pane_seconds, summary)
 
+    def checkpoint(self) -> tuple[dict[int, P], float, int | None]:
+        """What ``rollback`` needs to undo every change since (panes never change in
+        place: adding makes a new one, so a copy of the mapping is enough)."""
+        return dict(self._panes), self._max_ts, self._closed_through
+
+    def rollback(self, checkpoint: tuple[dict[int, P], float, int | None]) -> None:
+        """Back to ``checkpoint``.
+
+        >>> ring = PaneRing[int](pane_seconds=60, panes=2)
+        >>> ring.add(0, 5); saved = ring.checkpoint()
+        >>> ring.add(0, 1); ring.observe(500.0); _ = ring.close_ready()
+        >>> ring.rollback(saved); ring.open_window().summary, ring.max_event_time
+        (5, -inf)
+        """
+        self._panes, self._max_ts, self._closed_through = checkpoint
+
     def to_state(self, pane_state: Callable[[P], Any]) -> dict[str, Any]:
         return {
             "max_ts": None if self._max_ts == -math.inf else self._max_ts,

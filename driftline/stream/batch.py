@@ -260,7 +260,8 @@ class StreamProcessor:
                 numeric=group.numeric,
                 typed=group.typed,
             )
-        except Exception as exc:  # a bug must not lose events: dead-letter them all
+        except Exception as exc:  # a bug must not lose events: dead-letter them all (the
+            # state is as before the call, so none of them was counted)
             log.exception("processing %d events of %s failed", len(group.order), model_id)
             for row, (source, index) in zip(group.rows, group.origins, strict=True):
                 result.dead.append(

@@ -106,6 +106,13 @@ class SeenIds:
                 self._panes[int(pane)] = [np.unique(np.concatenate(chunks))]
         return duplicate
 
+    def checkpoint(self) -> dict[int, list[Hashes]]:
+        """What ``rollback`` needs (the hash arrays are never changed in place)."""
+        return {pane: list(chunks) for pane, chunks in self._panes.items()}
+
+    def rollback(self, checkpoint: dict[int, list[Hashes]]) -> None:
+        self._panes = checkpoint
+
     def forget_through(self, pane: int | None) -> None:
         """Forget the panes up to ``pane`` (closed: their events are late now)."""
         if pane is not None:

@@ -111,6 +111,31 @@ class OutcomeState:
         self.policy = EpisodePolicy(monitor.spec.policy, source="performance")
         self.last_report: PerformanceReport | None = None
         self._label_feature = label_feature(self.scorer.task, len(self.scorer.classes))
+        self._saved: tuple[Any, Any, dict[str, Any], PerformanceReport | None] | None = None
+
+    def begin(self) -> None:
+        """Start a transaction: ``rollback`` undoes what follows (``commit`` keeps it)."""
+        self.join.begin()
+        self._saved = (
+            self.ring.checkpoint(),
+            None if self.detector is None else self.detector.checkpoint(),
+            self.policy.to_state(),
+            self.last_report,
+        )
+
+    def commit(self) -> None:
+        self.join.commit()
+        self._saved = None
+
+    def rollback(self) -> None:
+        assert self._saved is not None
+        ring, detector, policy, self.last_report = self._saved
+        self.join.rollback()
+        self.ring.rollback(ring)
+        if self.detector is not None and detector is not None:
+            self.detector.rollback(detector)
+        self.policy.restore(policy)
+        self._saved = None
 
     def process(
         self,

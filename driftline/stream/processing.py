@@ -67,6 +67,19 @@ class ProcessResult:
 LabelItem = tuple[LabelRow, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    """A model's state before a call of ``MonitorState.process`` (its label join keeps
+    its own journal)."""
+
+    ring: Any
+    segments: dict[str, Any]
+    seen: Any
+    policy: dict[str, Any]
+    model_version: str | None
+    last_report: DriftReport | None
+
+
 class MonitorState:
     """Everything driftline keeps of one model: its pane ring and its trigger policy."""
 
@@ -126,7 +139,55 @@ class MonitorState:
         feature value is known to be a float or None (decoded so); ``typed``: every row is
         a ``TypedRow`` of this model's ``typed`` decoder. ``now``
         (wall-clock time) only stamps the retraining events fired.
+
+        All or nothing: if it raises, the state is as it was before the call, so the
+        caller can dead-letter the rows without any of them having been counted.
         """
+        saved = self._begin()
+        try:
+            result = self._process(rows, model_version, now, labels, order, numeric, typed)
+        except BaseException:
+            self._rollback(saved)
+            raise
+        if self.outcomes is not None:
+            self.outcomes.commit()
+        return result
+
+    def _begin(self) -> _Checkpoint:
+        """What ``_rollback`` needs to undo a call of ``process``: cheap, since panes never
+        change in place (a ring is copied as its mapping) and the label join journals."""
+        if self.outcomes is not None:
+            self.outcomes.begin()
+        return _Checkpoint(
+            self.ring.checkpoint(),
+            {name: ring.checkpoint() for name, ring in self.segment_rings.items()},
+            None if self.seen is None else self.seen.checkpoint(),
+            self.policy.to_state(),
+            self.model_version,
+            self.last_report,
+        )
+
+    def _rollback(self, saved: _Checkpoint) -> None:
+        self.ring.rollback(saved.ring)
+        for name, ring in self.segment_rings.items():
+            ring.rollback(saved.segments[name])
+        if self.seen is not None and saved.seen is not None:
+            self.seen.rollback(saved.seen)
+        self.policy.restore(saved.policy)
+        self.model_version, self.last_report = saved.model_version, saved.last_report
+        if self.outcomes is not None:
+            self.outcomes.rollback()
+
+    def _process(
+        self,
+        rows: Sequence[PredictionRow],
+        model_version: str | None,
+        now: datetime,
+        labels: Sequence[LabelItem],
+        order: Sequence[bool] | None,
+        numeric: bool,
+        typed: bool,
+    ) -> ProcessResult:
         result = ProcessResult()
         if model_version is not None:
             self.model_version = model_version

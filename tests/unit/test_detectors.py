@@ -6,16 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from driftline.detectors.binning import (
-    CategoricalBinning,
-    NumericBinning,
-    binning_from_state,
-    category_label,
-)
+from driftline.detectors.binning import CategoricalBinning, NumericBinning, binning_from_state
 from driftline.detectors.histogram import Histogram
 from driftline.detectors.moments import Moments
 from driftline.detectors.profile import FeatureProfile, ReferenceProfile
 from driftline.schemas.monitors import FeatureSpec
+from driftline.schemas.values import category_label
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 values = arrays(np.float64, st.integers(0, 200), elements=st.one_of(finite, st.just(np.nan)))

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftline.stream.join import LabelJoin
 
@@ -92,3 +96,65 @@ def test_memory_stays_bounded_when_labels_never_come() -> None:
     assert current < 100_000 * 400, current
     # A late label for an evicted prediction is refused as expired, not unknown.
     assert join.add_labels([("p949999", 1.0, 1)])[1][0].reason == "expired"
+
+
+# Few ids and a tiny bound: joins, duplicates, expiry, eviction and ids coming back.
+_IDS = st.sampled_from([f"e{i}" for i in range(6)])
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["prediction", "label", "expire"]),
+        _IDS,
+        st.floats(min_value=0, max_value=300, allow_nan=False),
+    ),
+    max_size=40,
+)
+
+
+def _apply(join: LabelJoin, ops: list[tuple[str, str, float]]) -> list[Any]:
+    out: list[Any] = []
+    for kind, event_id, ts in ops:
+        if kind == "prediction":
+            out.append(join.add_predictions([(event_id, ts, 0.5)]))
+        elif kind == "label":
+            out.append(join.add_labels([(event_id, ts, 1)], [event_id]))
+        else:
+            out.append(join.expire_labels())
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=_OPS, during=_OPS, after=_OPS, bound=st.integers(1, 4))
+def test_a_rolled_back_batch_leaves_the_join_exactly_as_it_was(
+    before: list[tuple[str, str, float]],
+    during: list[tuple[str, str, float]],
+    after: list[tuple[str, str, float]],
+    bound: int,
+) -> None:
+    """A failed batch is undone: order included, so what follows is as if it never came."""
+    join, untouched = LabelJoin(60, bound), LabelJoin(60, bound)
+    _apply(join, before)
+    _apply(untouched, before)
+    join.begin()
+    _apply(join, during)
+    join.rollback()
+    assert join.to_state() == untouched.to_state()
+    assert _apply(join, after) == _apply(untouched, after)
+    assert join.to_state() == untouched.to_state()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS, cut=st.integers(0, 40), bound=st.integers(1, 4))
+def test_a_committed_batch_is_as_if_there_were_no_transaction(
+    ops: list[tuple[str, str, float]], cut: int, bound: int
+) -> None:
+    join, plain = LabelJoin(60, bound), LabelJoin(60, bound)
+    join.begin()
+    assert _apply(join, ops[:cut]) == _apply(plain, ops[:cut])
+    assert (join.waiting, join.held) == (plain.waiting, plain.held)  # hidden ones not counted
+    join.commit()
+    assert join.to_state() == plain.to_state()
+    join.begin()
+    assert _apply(join, ops[cut:]) == _apply(plain, ops[cut:])
+    assert (join.waiting, join.held) == (plain.waiting, plain.held)
+    join.commit()
+    assert join.to_state() == plain.to_state()

@@ -62,7 +62,10 @@ def test_a_database_from_before_migrations_is_refused(tmp_path: Path) -> None:
 def test_db_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     runner = CliRunner()
-    assert "database: empty" in runner.invoke(cli, ["db", "current"]).output
+    missing = runner.invoke(cli, ["db", "current"])  # it does not create the database
+    assert missing.exit_code != 0
+    assert "no driftline database at" in str(missing.exception)
+    assert not (tmp_path / "cli.db").exists()
     result = runner.invoke(cli, ["db", "upgrade"])
     assert result.exit_code == 0
     assert f"schema at {head_revision()} (was empty)" in result.output
