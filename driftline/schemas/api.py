@@ -80,9 +80,11 @@ class Delivery(_Body):
     id: int
     trigger_id: str
     model_id: str
+    tenant: str | None = Field(description="The tenant of its monitor when it was recorded.")
     target_type: Literal["webhook", "kubeflow", "kafka"]
     target_url: str
-    status: Literal["pending", "delivered", "dead"]
+    status: Literal["pending", "delivered", "dead", "cancelled"]
+    reason: str | None = Field(description="Why it was cancelled (its monitor deleted).")
     attempts: int
     last_status: int | None
     last_error: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -20,6 +20,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as UTC (SQLite returns naive datetimes; everything stored is UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -143,7 +148,13 @@ class TriggerRow(Base):
 
 
 class DeliveryRowModel(Base):
-    """The outbox: one delivery of a trigger to one target, with its attempts so far."""
+    """The outbox: one delivery of a trigger to one target, with its attempts so far.
+
+    ``target`` is the target as it was when the trigger fired, without its secrets (a
+    webhook names where its secret is: ``secret_env``, or its monitor in the monitors
+    file), so pausing or editing the monitor changes nothing of it. A relay sends only
+    a delivery whose lease it holds (``lease_owner`` until ``lease_expires_at``).
+    """
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -156,7 +167,7 @@ class DeliveryRowModel(Base):
     model_id: Mapped[str] = mapped_column(String(256))
     target_type: Mapped[str] = mapped_column(String(32))
     target_url: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | dead
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | dead | cancelled
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
     last_status: Mapped[int | None]
@@ -166,6 +177,14 @@ class DeliveryRowModel(Base):
     external_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+    #: The target spec, without secrets (None: recorded before deliveries carried it).
+    target: Mapped[dict[str, Any] | None]
+    #: The tenant of the monitor when the trigger fired.
+    tenant: Mapped[str | None] = mapped_column(String(128), index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    #: Why it was cancelled (its monitor deleted).
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class DeliveryAttemptRow(Base):

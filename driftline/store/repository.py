@@ -28,19 +28,17 @@ from driftline.store.models import (
     ConsumerOffsetRow,
     DeliveryAttemptRow,
     DeliveryRowModel,
-    DisabledEndpointRow,
     ModelStateRow,
     MonitorRow,
     PerformanceReportRow,
     ReferenceProfileRow,
     TriggerRow,
     WindowReportRow,
+    as_utc,
 )
+from driftline.store.outbox import FINISHED, DeliveryRow, Outbox, add_trigger, cancel_pending
 
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes; everything stored is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+__all__ = ["DeliveryRow", "MonitorConflict", "MonitorRecord", "Snapshot", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +90,7 @@ def _record(row: MonitorRow) -> MonitorRecord:
         row.version,
         row.spec,
         row.reference_version,
-        _utc(row.updated_at),
+        as_utc(row.updated_at),
     )
 
 
@@ -101,19 +99,6 @@ def _editable(row: MonitorRow) -> None:
         raise MonitorConflict(
             f"model_id: {row.model_id!r} is defined in the monitors file; change it there"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    """A due delivery, detached from its session."""
-
-    id: int
-    trigger_id: str
-    model_id: str
-    target_type: str
-    target_url: str
-    attempts: int
-    payload: str
 
 
 def _upsert(
@@ -217,7 +202,7 @@ def check_existing_database(url: str) -> None:
         raise ConfigError(f"{shown} has no driftline schema: {hint}")
 
 
-class Store:
+class Store(Outbox):
     """Monitors, reference profiles, window reports, triggers and their deliveries."""
 
     def __init__(self, engine: Engine) -> None:
@@ -335,13 +320,18 @@ class Store:
                 row.tenant, row.version, row.updated_at = spec.tenant, row.version + 1, now
 
     def forget_file_monitors(self, keep: set[str]) -> None:
-        """Delete monitors of the file that the file no longer has."""
+        """Delete monitors of the file that the file no longer has; their pending
+        deliveries are cancelled."""
         with self._sessions.begin() as session:
-            session.execute(
-                delete(MonitorRow).where(
-                    MonitorRow.source == "file", MonitorRow.model_id.not_in(list(keep))
+            gone = list(
+                session.scalars(
+                    select(MonitorRow.model_id).where(
+                        MonitorRow.source == "file", MonitorRow.model_id.not_in(list(keep))
+                    )
                 )
             )
+            session.execute(delete(MonitorRow).where(MonitorRow.model_id.in_(gone)))
+            cancel_pending(session, gone, "its monitor was removed from the monitors file")
 
     def monitor_records(self, tenant: str | None = None) -> list[MonitorRecord]:
         query = select(MonitorRow).order_by(MonitorRow.model_id)
@@ -396,14 +386,17 @@ class Store:
                 row.paused, row.version, row.updated_at = paused, row.version + 1, now
             return _record(row)
 
-    def delete_monitor(self, model_id: str) -> bool:
-        """Delete an API monitor (its reports, triggers and profiles stay)."""
+    def delete_monitor(self, model_id: str, now: datetime | None = None) -> bool:
+        """Delete an API monitor (its reports, triggers and profiles stay); its pending
+        deliveries are cancelled (status ``cancelled``, with the reason)."""
+        moment = (now or datetime.now(UTC)).isoformat(timespec="seconds")
         with self._sessions.begin() as session:
             row = session.get(MonitorRow, model_id)
             if row is None:
                 return False
             _editable(row)
             session.delete(row)
+            cancel_pending(session, [model_id], f"its monitor was deleted at {moment}")
             return True
 
     def activate_reference(
@@ -441,7 +434,7 @@ class Store:
                     "source": r.source,
                     "n_rows": r.n_rows,
                     "features": [f["name"] for f in r.profile["features"]],
-                    "created_at": _utc(r.created_at).isoformat(),
+                    "created_at": as_utc(r.created_at).isoformat(),
                     "active": r.version == active,
                 }
                 for r in rows
@@ -477,10 +470,12 @@ class Store:
         snapshots: Mapping[str, Snapshot] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
         performance: Sequence[PerformanceReport] = (),
+        tenants: Mapping[str, str] | None = None,
     ) -> None:
         """Window reports (drift and performance), triggers, their outbox rows, model
         snapshots and consumed offsets, in one transaction: after a crash, either all of a
-        batch's effects are stored or none.
+        batch's effects are stored or none. ``targets`` and ``tenants`` (by model) are
+        what a trigger's deliveries are recorded with.
 
         A window reported again (reprocessing) replaces its report; a trigger already
         recorded is not recorded or delivered again; a suppressed one is recorded and
@@ -526,7 +521,9 @@ class Store:
                     )
                 )
             for trigger in triggers:
-                self._add_trigger(session, trigger, targets.get(trigger.data.model_id, ()), now)
+                model_id = trigger.data.model_id
+                tenant = (tenants or {}).get(model_id)
+                add_trigger(session, trigger, targets.get(model_id, ()), tenant, now)
             _upsert(
                 session,
                 ModelStateRow,
@@ -552,47 +549,6 @@ class Store:
                 ],
             )
 
-    def _add_trigger(
-        self,
-        session: Session,
-        trigger: RetrainingEvent,
-        targets: Sequence[Target],
-        now: datetime,
-    ) -> bool:
-        """Record a trigger and, if it fired, its outbox rows; False if already recorded."""
-        data = trigger.data
-        if session.get(TriggerRow, data.trigger_id) is not None:
-            return False
-        session.add(
-            TriggerRow(
-                trigger_id=data.trigger_id,
-                model_id=data.model_id,
-                episode_id=data.episode_id,
-                status=data.status,
-                source=data.source,
-                severity=data.severity,
-                window_end=data.window_end or data.episode_started_at,
-                payload=trigger.model_dump_json(),
-                created_at=now,
-            )
-        )
-        if data.status != "fired":
-            return True
-        for target in targets:
-            session.add(
-                DeliveryRowModel(
-                    trigger_id=data.trigger_id,
-                    model_id=data.model_id,
-                    target_type=target.type,
-                    target_url=target.key,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
-        return True
-
     def load_partition(
         self, topic: str, partition: int
     ) -> tuple[int | None, dict[str, dict[str, Any]]]:
@@ -610,66 +566,7 @@ class Store:
             )
             return offset, {row.model_id: row.state for row in rows}
 
-    # -- the relay's reads and writes --------------------------------------------------
-
-    def due_deliveries(self, now: datetime, limit: int = 100) -> list[DeliveryRow]:
-        query = (
-            select(DeliveryRowModel, TriggerRow.payload)
-            .join(TriggerRow, TriggerRow.trigger_id == DeliveryRowModel.trigger_id)
-            .where(DeliveryRowModel.status == "pending", DeliveryRowModel.next_attempt_at <= now)
-            .order_by(DeliveryRowModel.next_attempt_at)
-            .limit(limit)
-        )
-        with self._sessions() as session:
-            return [
-                DeliveryRow(
-                    row.id,
-                    row.trigger_id,
-                    row.model_id,
-                    row.target_type,
-                    row.target_url,
-                    row.attempts,
-                    payload,
-                )
-                for row, payload in session.execute(query)
-            ]
-
-    def record_attempt(
-        self,
-        delivery_id: int,
-        *,
-        status: str,
-        http_status: int | None,
-        error: str | None,
-        latency_s: float | None,
-        next_attempt_at: datetime,
-        now: datetime,
-        external_id: str | None = None,
-    ) -> None:
-        """Log one attempt and move the delivery on (``pending`` means retry)."""
-        with self._sessions.begin() as session:
-            row = session.get_one(DeliveryRowModel, delivery_id)
-            row.attempts += 1
-            row.status = status
-            row.last_status = http_status
-            row.last_error = error
-            row.last_latency_s = latency_s
-            row.next_attempt_at = next_attempt_at
-            if external_id is not None:
-                row.external_id = external_id
-            if status == "delivered":
-                row.delivered_at = now
-            session.add(
-                DeliveryAttemptRow(
-                    delivery_id=delivery_id,
-                    attempt=row.attempts,
-                    attempted_at=now,
-                    outcome="retry" if status == "pending" else status,
-                    http_status=http_status,
-                    latency_s=latency_s,
-                    error=error,
-                )
-            )
+    # -- the outbox (the relay's reads and writes are in store/outbox.py) ---------------
 
     def prune(self, reports_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
         """Delete old window reports and finished deliveries; returns how many of each.
@@ -677,7 +574,7 @@ class Store:
         Pending deliveries, triggers and reference profiles are never pruned.
         """
         finished = select(DeliveryRowModel.id).where(
-            DeliveryRowModel.status.in_(("delivered", "dead")),
+            DeliveryRowModel.status.in_(FINISHED),
             DeliveryRowModel.created_at < deliveries_before,
         )
         with self._sessions.begin() as session:
@@ -695,48 +592,6 @@ class Store:
             )
             pruned = int(reports.rowcount or 0) + int(performance.rowcount or 0)  # type: ignore[attr-defined]
             return pruned, int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
-
-    def disable_endpoint(self, url: str, reason: str, now: datetime) -> None:
-        """Stop sending to ``url`` (it answered 410 Gone); kept until removed from the table."""
-        with self._sessions.begin() as session:
-            if session.get(DisabledEndpointRow, url) is None:
-                session.add(DisabledEndpointRow(url=url, reason=reason, disabled_at=now))
-
-    def disabled_endpoints(self) -> dict[str, str]:
-        """Disabled endpoint URLs and why."""
-        with self._sessions() as session:
-            return {row.url: row.reason for row in session.scalars(select(DisabledEndpointRow))}
-
-    def disabled_endpoint_list(self) -> list[dict[str, Any]]:
-        with self._sessions() as session:
-            return [
-                {"url": r.url, "reason": r.reason, "disabled_at": _utc(r.disabled_at).isoformat()}
-                for r in session.scalars(
-                    select(DisabledEndpointRow).order_by(DisabledEndpointRow.url)
-                )
-            ]
-
-    def enable_endpoint(self, url: str) -> bool:
-        """Send to ``url`` again (deliveries already dead stay dead: replay them)."""
-        with self._sessions.begin() as session:
-            result = session.execute(
-                delete(DisabledEndpointRow).where(DisabledEndpointRow.url == url)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def replay_delivery(self, delivery_id: int, now: datetime) -> dict[str, Any] | None:
-        """Make a dead delivery pending again (same id, same webhook-id); None if unknown.
-
-        Raises ``ValueError`` unless the delivery is dead.
-        """
-        with self._sessions.begin() as session:
-            row = session.get(DeliveryRowModel, delivery_id)
-            if row is None:
-                return None
-            if row.status != "dead":
-                raise ValueError(f"delivery {delivery_id} is {row.status}; only dead ones replay")
-            row.status, row.attempts, row.next_attempt_at = "pending", 0, now
-        return self.delivery(delivery_id)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -775,71 +630,6 @@ class Store:
         with self._sessions() as session:
             return list(session.scalars(query.limit(limit)))
 
-    def deliveries(
-        self,
-        trigger_id: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-        *,
-        models: Collection[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Deliveries, newest first, with their attempts (of ``models`` only, if given)."""
-        query = select(DeliveryRowModel).order_by(DeliveryRowModel.id.desc()).limit(limit)
-        if trigger_id is not None:
-            query = query.where(DeliveryRowModel.trigger_id == trigger_id)
-        if status is not None:
-            query = query.where(DeliveryRowModel.status == status)
-        if models is not None:
-            query = query.where(DeliveryRowModel.model_id.in_(list(models)))
-        with self._sessions() as session:
-            rows = list(session.scalars(query))
-            attempts: dict[int, list[dict[str, Any]]] = {r.id: [] for r in rows}
-            for a in session.scalars(
-                select(DeliveryAttemptRow)
-                .where(DeliveryAttemptRow.delivery_id.in_(attempts))
-                .order_by(DeliveryAttemptRow.id)
-            ):
-                attempts[a.delivery_id].append(
-                    {
-                        "attempt": a.attempt,
-                        "at": _utc(a.attempted_at).isoformat(),
-                        "outcome": a.outcome,
-                        "http_status": a.http_status,
-                        "latency_s": a.latency_s,
-                        "error": a.error,
-                    }
-                )
-            return [
-                {
-                    "id": r.id,
-                    "trigger_id": r.trigger_id,
-                    "model_id": r.model_id,
-                    "target_type": r.target_type,
-                    "target_url": r.target_url,
-                    "status": r.status,
-                    "attempts": r.attempts,
-                    "last_status": r.last_status,
-                    "last_error": r.last_error,
-                    "external_id": r.external_id,
-                    "next_attempt_at": (
-                        _utc(r.next_attempt_at).isoformat() if r.status == "pending" else None
-                    ),
-                    "created_at": _utc(r.created_at).isoformat(),
-                    "delivered_at": _utc(r.delivered_at).isoformat() if r.delivered_at else None,
-                    "attempt_log": attempts[r.id],
-                }
-                for r in rows
-            ]
-
-    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        with self._sessions() as session:
-            trigger_id = session.scalar(
-                select(DeliveryRowModel.trigger_id).where(DeliveryRowModel.id == delivery_id)
-            )
-        if trigger_id is None:
-            return None
-        return next(d for d in self.deliveries(trigger_id) if d["id"] == delivery_id)
-
     def triggers(
         self,
         model_id: str | None = None,
@@ -865,8 +655,8 @@ class Store:
                     "status": r.status,
                     "source": r.source,
                     "severity": r.severity,
-                    "window_end": _utc(r.window_end).isoformat(),
-                    "created_at": _utc(r.created_at).isoformat(),
+                    "window_end": as_utc(r.window_end).isoformat(),
+                    "created_at": as_utc(r.created_at).isoformat(),
                     "event": orjson.loads(r.payload),
                 }
                 for r in session.scalars(query)
@@ -912,8 +702,8 @@ class Store:
                     "tenant": r.tenant,
                     "scope": r.scope,
                     "name": r.name,
-                    "created_at": _utc(r.created_at).isoformat(),
-                    "revoked_at": _utc(r.revoked_at).isoformat() if r.revoked_at else None,
+                    "created_at": as_utc(r.created_at).isoformat(),
+                    "revoked_at": as_utc(r.revoked_at).isoformat() if r.revoked_at else None,
                 }
                 for r in session.scalars(query)
             ]
@@ -940,6 +730,7 @@ class Store:
         cooldown_s: float,
         targets: Sequence[Target],
         now: datetime,
+        tenant: str | None = None,
     ) -> str:
         """Record one alert of a notification; returns its outcome.
 
@@ -968,13 +759,13 @@ class Store:
                             TriggerRow.status == "fired",
                         )
                     )
-                    if last is not None and (now - _utc(last)).total_seconds() < cooldown_s:
+                    if last is not None and (now - as_utc(last)).total_seconds() < cooldown_s:
                         trigger = trigger.model_copy(
                             update={
                                 "data": trigger.data.model_copy(update={"status": "suppressed"})
                             }
                         )
-                    self._add_trigger(session, trigger, targets, now)
+                    add_trigger(session, trigger, targets, tenant, now)
                     outcome = trigger.data.status
                 session.add(
                     AlertNotificationRow(

@@ -48,10 +48,16 @@ class RelayService(Service):
     stored, with its own HTTP session."""
 
     def __init__(
-        self, service: DriftService, settings: Settings, bootstrap: str, **kwargs: Any
+        self,
+        service: DriftService,
+        settings: Settings,
+        bootstrap: str,
+        file_specs: Mapping[str, MonitorSpec] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._service = service
+        self._file_specs = dict(file_specs or {})
         self._settings = settings
         self._bootstrap = bootstrap
         self._interval = settings.relay_interval_s
@@ -85,8 +91,12 @@ class RelayService(Service):
         assert self._kafka is not None
         senders["kafka"] = self._kafka
 
-        def targets() -> dict[str, Sequence[Target]]:  # monitors change at run time
-            return {model_id: m.spec.targets for model_id, m in self._service.monitors.items()}
+        def targets() -> dict[str, Sequence[Target]]:
+            """The targets (and secrets) this worker knows: the monitors file's, paused
+            ones included, and those of the monitors running (they change at run time).
+            A delivery is sent to the target it was recorded with; these only sign it."""
+            known = {model_id: m.spec.targets for model_id, m in self._service.monitors.items()}
+            return {**known, **{m: spec.targets for m, spec in self._file_specs.items()}}
 
         relay = OutboxRelay(self._service.store, senders, targets, count)
         woken = self._service.outbox_changed
@@ -225,7 +235,7 @@ def create_app(
     if settings.snapshot_every_s:  # a quiet stream still gets stored (and acked)
         app.timer(interval=min(1.0, settings.snapshot_every_s))(store_when_due)
 
-    app.service(RelayService(service, settings, bootstrap))  # type: ignore[arg-type]
+    app.service(RelayService(service, settings, bootstrap, file_specs))  # type: ignore[arg-type]
     app.service(stream)  # type: ignore[arg-type]
 
     records = store.monitor_records()

@@ -263,7 +263,7 @@ def openapi_document() -> dict[str, Any]:
                 ("400",),
                 parameters=[
                     _query("trigger_id", "One trigger's.", {"type": "string"}),
-                    _query("status", "", {"enum": ["pending", "delivered", "dead"]}),
+                    _query("status", "", {"enum": ["pending", "delivered", "dead", "cancelled"]}),
                     _LIMIT,
                 ],
             )

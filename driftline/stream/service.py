@@ -306,6 +306,7 @@ class DriftService:
     ) -> None:
         """Write until it succeeds: the batch must not be acked before its effects are stored."""
         targets = {model_id: m.spec.targets for model_id, m in self.monitors.items()}
+        tenants = {model_id: m.spec.tenant for model_id, m in self.monitors.items()}
         await self._retry(
             self.store.record_results,
             pending.reports,
@@ -315,6 +316,7 @@ class DriftService:
             snapshots,
             pending.offsets,
             pending.performance,
+            tenants,
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

@@ -314,11 +314,19 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
             )
             return self.json({"triggers": rows})
 
+    def sees_delivery(principal: Principal, row: dict[str, Any]) -> bool:
+        """A delivery is its tenant's (recorded with it), even once its monitor is gone."""
+        if principal.tenant == "*":
+            return True
+        if row["tenant"] is not None:
+            return bool(row["tenant"] == principal.tenant)
+        return row["model_id"] in gate.models(principal)  # recorded before tenants were
+
     async def owned_delivery(principal: Principal, delivery_id: str) -> dict[str, Any]:
         row = None
         if _ID.match(delivery_id) and int(delivery_id) <= MAX_ID:
             row = await asyncio.to_thread(store.delivery, int(delivery_id))
-        if row is None or row["model_id"] not in gate.models(principal):
+        if row is None or not sees_delivery(principal, row):
             raise Problem(404, "Unknown delivery", f"no delivery {delivery_id!r}")
         return row
 
@@ -347,9 +355,11 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
             trigger_id = request.query.get("trigger_id")
             status = request.query.get("status")
             limit = _limit(request, default=100)
-            _choice("status", status, ("pending", "delivered", "dead"))
+            _choice("status", status, ("pending", "delivered", "dead", "cancelled"))
+            tenant = tenant_of(principal)
+            models = None if tenant is None else gate.models(principal)
             rows = await asyncio.to_thread(
-                lambda: store.deliveries(trigger_id, status, limit, models=gate.models(principal))
+                lambda: store.deliveries(trigger_id, status, limit, models=models, tenant=tenant)
             )
             return self.json({"deliveries": rows})
 
@@ -448,7 +458,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
         async def delete(self, request: Request, principal: Principal, model_id: str) -> Response:
             await owned_monitor(principal, model_id)
             try:
-                await asyncio.to_thread(store.delete_monitor, model_id)
+                await asyncio.to_thread(store.delete_monitor, model_id, datetime.now(UTC))
             except MonitorConflict as exc:
                 raise Problem(409, "Conflict", str(exc)) from None
             return self.json({"deleted": model_id})

@@ -88,6 +88,7 @@ def receive(
             cooldown_s=0.0 if monitor is None else monitor.spec.policy.cooldown,
             targets=() if monitor is None else monitor.spec.targets,
             now=now,
+            tenant=None if monitor is None else monitor.spec.tenant,
         )
         fired = trigger is not None and outcome in ("fired", "suppressed")
         outcomes.append(

@@ -59,7 +59,11 @@ class KafkaSender:
         if target.topic not in self._topics:  # monitors made through the API name new topics
             try:
                 await asyncio.to_thread(
-                    ensure_topics, self._bootstrap, [target.topic], self._partitions
+                    ensure_topics,
+                    self._bootstrap,
+                    [target.topic],
+                    self._partitions,
+                    target.timeout_s,  # one of the attempt's two bounded calls
                 )
             except BrokerError as exc:
                 return Delivery(False, None, str(exc), time.perf_counter() - started)

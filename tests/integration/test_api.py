@@ -498,3 +498,76 @@ def test_status_command(api: Api) -> None:
     done = runner.invoke(cli, ["status", "--json", "--tenant", "team-b"])
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert (row["model_id"], row["tenant"], row["state"]) == ("b-model", "team-b", "active")
+
+
+def _running_api_monitor(api: Api, model_id: str, url: str, data: Path) -> None:
+    """An API monitor of tenant A whose webhook is ``url``, running (a reference built)."""
+    spec = {
+        "model_id": model_id,
+        "window": {"duration": "1m"},
+        "features": [{"name": "amount", "kind": "numeric"}],
+        "targets": [
+            {"url": url, "secret_env": "API_WEBHOOK_SECRET", "timeout_s": 2, "max_attempts": 50}
+        ],
+    }
+    assert api.call("POST", "/v1/monitors", "a-write", spec)[0] == 201
+    assert (
+        upload(api, f"/v1/monitors/{model_id}/references", "a-write", data.read_bytes())[0] == 201
+    )
+    wait_until(
+        lambda: api.call("GET", f"/v1/monitors/{model_id}", "a-read")[2]["monitor"]["running"],
+        30,
+        f"{model_id} to run",
+    )
+
+
+def _alert(api: Api, model_id: str, fingerprint: str) -> str:
+    alert = json.loads(json.dumps(ALERT))
+    alert["alerts"][0]["labels"]["model"] = model_id
+    alert["alerts"][0]["fingerprint"] = fingerprint
+    status, _, body = api.call("POST", "/v1/alertmanager", "a-write", alert)
+    assert status == 200, body
+    (outcome,) = body["alerts"]
+    assert outcome["outcome"] == "fired", outcome
+    return str(outcome["trigger_id"])
+
+
+def test_pausing_a_monitor_keeps_its_retrying_delivery_and_deleting_it_cancels(
+    api: Api, tmp_path: Path
+) -> None:
+    """A delivery carries its target: pausing its monitor while it retries, it is still
+    delivered; deleting a monitor cancels its pending delivery, visibly, to its tenant."""
+    from tests.integration.receivers import FlakyWebhook, serving
+
+    data = tmp_path / "reference.parquet"
+    pq.write_table(pa.table(TrafficModel().sample(np.random.default_rng(8), 2000)), data)
+    receiver = FlakyWebhook(SECRET, failing_s=3.0, delay_s=0.05)
+    with serving(receiver) as url:
+        _running_api_monitor(api, "p-model", url, data)
+        trigger_id = _alert(api, "p-model", "p1p1p1p1")
+        assert api.call("POST", "/v1/monitors/p-model/pause", "a-write")[0] == 200
+
+        def delivery() -> dict[str, Any]:
+            path = f"/v1/deliveries?trigger_id={trigger_id}"
+            (row,) = api.call("GET", path, "a-read")[2]["deliveries"]
+            return dict(row)
+
+        wait_until(lambda: delivery()["attempts"] >= 1, 10, "a first (failed) attempt")
+        assert delivery()["status"] == "pending"
+        wait_until(lambda: delivery()["status"] == "delivered", 30, "delivery while paused")
+        assert not api.call("GET", "/v1/monitors/p-model", "a-read")[2]["monitor"]["running"]
+    assert dict(receiver.accepted) == {trigger_id: 1}
+    assert api.call("POST", "/v1/monitors/p-model/resume", "a-write")[0] == 200
+    assert api.call("DELETE", "/v1/monitors/p-model", "a-admin")[0] == 200
+
+    _running_api_monitor(api, "d-model", "http://127.0.0.1:9/nobody", data)
+    gone = _alert(api, "d-model", "d1d1d1d1")
+    assert api.call("DELETE", "/v1/monitors/d-model", "a-admin")[0] == 200
+    cancelled = api.call("GET", "/v1/deliveries?status=cancelled", "a-read")[2]["deliveries"]
+    (row,) = [d for d in cancelled if d["trigger_id"] == gone]
+    assert row["reason"].startswith("its monitor was deleted at ")
+    assert row["tenant"] == "team-a"
+    assert api.call("GET", f"/v1/deliveries/{row['id']}", "a-read")[0] == 200
+    assert api.call("GET", f"/v1/deliveries/{row['id']}", "b-write")[0] == 404
+    others = api.call("GET", "/v1/deliveries?status=cancelled", "b-write")[2]["deliveries"]
+    assert all(d["trigger_id"] != gone for d in others)

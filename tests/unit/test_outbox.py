@@ -1,0 +1,210 @@
+"""The outbox with more than one relay (several workers), on SQLite and PostgreSQL: each
+attempt of a delivery has one sender; a dead relay's lease is taken over; a delivery
+keeps the target it was recorded with; deleting its monitor cancels it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy.exc import SQLAlchemyError
+
+from driftline.schemas.monitors import MonitorSpec, WebhookTarget
+from driftline.schemas.retraining import RetrainingEvent
+from driftline.store import Store
+from driftline.triggers.relay import OutboxRelay, lease_s
+from driftline.triggers.webhook import WebhookSender
+from tests.integration.receivers import FlakyWebhook, serving
+from tests.unit.helpers import SECRET
+from tests.unit.test_store import NOW, drifting_results
+
+
+@pytest.fixture
+def stores(database_url: str) -> Iterator[tuple[Store, Store]]:
+    """Two stores on one database: two workers' connections."""
+    first = Store.connect(database_url)
+    second = Store.connect(database_url)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def triggers(count: int) -> tuple[list[Any], list[RetrainingEvent]]:
+    reports, (trigger,) = drifting_results()
+    copies = [
+        trigger.model_copy(
+            update={"data": trigger.data.model_copy(update={"trigger_id": f"trg_lease{i:02d}"})}
+        )
+        for i in range(count)
+    ]
+    return reports, copies
+
+
+async def relay_loop(
+    relay: OutboxRelay, until: float, errors: list[str], done: Callable[[], bool]
+) -> None:
+    """A worker's relay: passes until ``done()`` or ``until`` (a pass that fails is
+    retried, as the worker does; SQLite refuses a second writer now and then)."""
+    while time.monotonic() < until and not done():
+        try:
+            await relay.run_once()
+        except SQLAlchemyError as exc:
+            errors.append(type(exc).__name__)
+        await asyncio.sleep(0.01)
+
+
+def test_two_relays_attempt_each_delivery_once_at_a_time(stores: tuple[Store, Store]) -> None:
+    """Two workers' relays poll the same outbox as fast as they can, against a receiver
+    that fails for 2 s and holds each request 0.3 s: without a claim both would send
+    each delivery; with leases each is accepted once and never attempted twice at once."""
+    first, second = stores
+    receiver = FlakyWebhook(SECRET, failing_s=2.0, delay_s=0.3)
+    with serving(receiver) as url:
+        target = WebhookTarget(url=url, secret=SECRET, timeout_s=5)  # type: ignore[arg-type]
+        reports, fired = triggers(6)
+        first.record_results(reports, fired, {"m": [target]}, NOW)
+
+        async def both() -> list[str]:
+            errors: list[str] = []
+            async with aiohttp.ClientSession() as http:
+                relays = [
+                    OutboxRelay(store, {"webhook": WebhookSender(http)}, {"m": [target]})
+                    for store in (first, second)
+                ]
+                until = time.monotonic() + 30.0
+
+                def done() -> bool:
+                    return len(receiver.accepted) == len(fired)
+
+                await asyncio.gather(*(relay_loop(r, until, errors, done) for r in relays))
+                await asyncio.sleep(1.0)  # a second copy would be in flight by now
+            return errors
+
+        errors = asyncio.run(both())
+    ids = {t.data.trigger_id for t in fired}
+    assert receiver.flight.overlapping == {}
+    assert dict(receiver.accepted) == dict.fromkeys(ids, 1)
+    assert receiver.unverified == 0
+    rows = first.deliveries()
+    assert {r["status"] for r in rows} == {"delivered"}
+    for row in rows:  # every request is an attempt in the log, and none is missing
+        assert len(row["attempt_log"]) == receiver.flight.requests[row["trigger_id"]]
+    assert len(errors) <= 5, errors
+
+
+def test_the_lease_of_a_dead_relay_expires_and_is_taken_over(store: Store) -> None:
+    reports, fired = triggers(1)
+    target = WebhookTarget(url="http://127.0.0.1:9/x", secret=SECRET, timeout_s=2)  # type: ignore[arg-type]
+    store.record_results(reports, fired, {"m": [target]}, NOW)
+    (claimed,) = store.claim_due(NOW, "crashed-relay", lease_s)
+    held = lease_s(claimed.target)
+    assert held == 2 + 5 + 30  # the attempt's bound (timeout, slack) and the margin
+    assert store.claim_due(NOW + timedelta(seconds=held - 1), "another", lease_s) == []
+    (taken,) = store.claim_due(NOW + timedelta(seconds=held + 1), "another", lease_s)
+    assert taken.id == claimed.id
+    later = NOW + timedelta(seconds=held + 2)
+    moved = store.record_attempt(
+        taken.id,
+        status="delivered",
+        http_status=204,
+        error=None,
+        latency_s=0.1,
+        next_attempt_at=later,
+        now=later,
+        owner="another",
+    )
+    assert moved
+    # The crashed relay comes back with its old attempt: logged, but it changes nothing.
+    stale = store.record_attempt(
+        claimed.id,
+        status="dead",
+        http_status=None,
+        error="boom",
+        latency_s=1.0,
+        next_attempt_at=later,
+        now=later,
+        owner="crashed-relay",
+    )
+    assert not stale
+    (row,) = store.deliveries()
+    assert (row["status"], len(row["attempt_log"])) == ("delivered", 2)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store.connect(database_url)
+    yield store
+    store.close()
+
+
+def api_monitor(url: str) -> MonitorSpec:
+    return MonitorSpec.model_validate(
+        {
+            "model_id": "m",
+            "tenant": "team-a",
+            "reference": {"stored": "latest"},
+            "window": {"duration": "1m"},
+            "features": [{"name": "x", "kind": "numeric"}],
+            "targets": [{"url": url, "secret_env": "OUTBOX_TEST_SECRET", "timeout_s": 2}],
+        }
+    )
+
+
+def test_a_delivery_keeps_its_target_when_its_monitor_is_paused_or_edited(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay sends a delivery to the target it was recorded with: a paused monitor
+    (not running: no configured targets at all) or one edited to another URL changes
+    nothing of a delivery already recorded."""
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    receiver = FlakyWebhook(SECRET, failing_s=0.0, delay_s=0.0)
+    with serving(receiver) as url:
+        spec = api_monitor(url)
+        store.create_monitor(spec, NOW)
+        reports, fired = triggers(1)
+        store.record_results(reports, fired, {"m": spec.targets}, NOW, tenants={"m": "team-a"})
+        store.set_paused("m", True, NOW)
+        edited = spec.model_copy(update={"targets": [spec.targets[0].model_copy()]})
+        store.update_monitor(edited, NOW)
+
+        async def deliver() -> int:
+            async with aiohttp.ClientSession() as http:
+                relay = OutboxRelay(store, {"webhook": WebhookSender(http)}, {})
+                return await relay.run_once()
+
+        assert asyncio.run(deliver()) == 1
+    assert dict(receiver.accepted) == {fired[0].data.trigger_id: 1}
+    (row,) = store.deliveries(tenant="team-a")
+    assert (row["status"], row["tenant"]) == ("delivered", "team-a")
+
+
+def test_deleting_a_monitor_cancels_its_pending_deliveries(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    spec = api_monitor("http://127.0.0.1:9/x")
+    store.create_monitor(spec, NOW)
+    reports, fired = triggers(2)
+    store.record_results(reports, fired, {"m": spec.targets}, NOW, tenants={"m": "team-a"})
+    first = store.deliveries()[-1]
+    store.record_attempt(
+        first["id"],
+        status="delivered",
+        http_status=204,
+        error=None,
+        latency_s=0.1,
+        next_attempt_at=NOW,
+        now=NOW,
+    )
+    assert store.delete_monitor("m", NOW)
+    rows = {r["trigger_id"]: r for r in store.deliveries(tenant="team-a", models=[])}
+    assert rows[first["trigger_id"]]["status"] == "delivered"  # what was done stays
+    (cancelled,) = [r for r in rows.values() if r["status"] == "cancelled"]
+    assert cancelled["reason"] == f"its monitor was deleted at {NOW.isoformat()}"
+    assert store.claim_due(NOW + timedelta(days=1), "relay", lease_s) == []
+    assert store.deliveries(tenant="team-b", models=[]) == []  # only its tenant sees it
