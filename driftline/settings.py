@@ -23,6 +23,13 @@ class Settings(BaseSettings):
         None,
         description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker.",
     )
+    embedded_broker_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the embedded broker (no DRIFTLINE_KAFKA_BOOTSTRAP); unset: a "
+        "free one. Fixed, producers on this machine can be configured once.",
+    )
     topic_prefix: str = Field(
         "driftline",
         pattern=r"^[A-Za-z0-9._-]+$",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -35,7 +36,9 @@ def stop_process(process: subprocess.Popen[bytes], within_s: float) -> int:
 class EmbeddedBroker:
     """Start and stop a tansu broker on ``host:port`` (a free port by default).
 
-    As a context manager it yields the bootstrap address (``127.0.0.1:<port>``).
+    As a context manager it yields the bootstrap address (``127.0.0.1:<port>``). Each
+    start is a new cluster (its own cluster id), since it keeps nothing: offsets stored
+    against the previous one are known to belong to another log.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class EmbeddedBroker:
         #: The port clients are told to connect to: another than ``port`` when something
         #: (a proxy, in the fault-injection tests) stands in front of the broker.
         self.advertised_port = advertised_port or self.port
+        self.cluster_id = ""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,12 +72,15 @@ class EmbeddedBroker:
                 "dependencies (pip install driftline) or set DRIFTLINE_KAFKA_BOOTSTRAP"
             ) from None
         url = f"tcp://{self.bootstrap}"
+        self.cluster_id = f"driftline-embedded-{uuid.uuid4().hex[:16]}"
         advertised = f"tcp://{self.host}:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             [
                 binary,
                 "broker",
+                "--cluster-id",
+                self.cluster_id,
                 "--listener-url",
                 url,
                 "--advertised-listener-url",

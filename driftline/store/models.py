@@ -120,7 +120,9 @@ class ModelStateRow(Base):
 
 
 class ConsumerOffsetRow(Base):
-    """The last offset of each partition whose events are counted in the snapshots."""
+    """The last offset of each partition whose events are counted in the snapshots, and
+    the log it belongs to (``<cluster id>/<topic id>``; None: recorded before logs were
+    named, or the broker names neither). -1: none of that log counted yet."""
 
     __tablename__ = "consumer_offsets"
 
@@ -128,6 +130,7 @@ class ConsumerOffsetRow(Base):
     partition: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     offset: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+    log_id: Mapped[str | None] = mapped_column(String(256))
 
 
 class TriggerRow(Base):

@@ -106,6 +106,7 @@ def _upsert(
     row: type[ModelStateRow | ConsumerOffsetRow],
     keys: list[str],
     values: list[dict[str, Any]],
+    keep_if_null: Sequence[str] = (),
 ) -> None:
     """Insert ``values``, replacing rows with the same ``keys``, in one statement (no
     read of the rows replaced: a snapshot is large, and ``merge`` loaded each one).
@@ -117,7 +118,9 @@ def _upsert(
         return
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(row)
-    replaced = {c: statement.excluded[c] for c in values[0] if c not in keys}
+    replaced: dict[str, Any] = {c: statement.excluded[c] for c in values[0] if c not in keys}
+    for column in keep_if_null:  # a value not known this time keeps the stored one
+        replaced[column] = func.coalesce(statement.excluded[column], getattr(row, column))
     session.execute(statement.on_conflict_do_update(index_elements=keys, set_=replaced), values)
 
 
@@ -471,11 +474,13 @@ class Store(Outbox):
         offsets: Mapping[tuple[str, int], int] | None = None,
         performance: Sequence[PerformanceReport] = (),
         tenants: Mapping[str, str] | None = None,
+        logs: Mapping[str, str | None] | None = None,
     ) -> None:
         """Window reports (drift and performance), triggers, their outbox rows, model
         snapshots and consumed offsets, in one transaction: after a crash, either all of a
         batch's effects are stored or none. ``targets`` and ``tenants`` (by model) are
-        what a trigger's deliveries are recorded with.
+        what a trigger's deliveries are recorded with; ``logs`` (by topic) names the log
+        the offsets belong to (None keeps the one stored).
 
         A window reported again (reprocessing) replaces its report; a trigger already
         recorded is not recorded or delivered again; a suppressed one is recorded and
@@ -544,8 +549,51 @@ class Store(Outbox):
                 ConsumerOffsetRow,
                 ["topic", "partition"],
                 [
-                    {"topic": topic, "partition": partition, "offset": offset, "updated_at": now}
+                    {
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": offset,
+                        "updated_at": now,
+                        "log_id": (logs or {}).get(topic),
+                    }
                     for (topic, partition), offset in (offsets or {}).items()
+                ],
+                keep_if_null=("log_id",),
+            )
+
+    def stored_offsets(
+        self, partitions: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """The stored offset of each of these partitions that has one, and its log."""
+        topics = sorted({topic for topic, _ in partitions})
+        with self._sessions() as session:
+            rows = session.execute(
+                select(
+                    ConsumerOffsetRow.topic,
+                    ConsumerOffsetRow.partition,
+                    ConsumerOffsetRow.offset,
+                    ConsumerOffsetRow.log_id,
+                ).where(ConsumerOffsetRow.topic.in_(topics))
+            )
+            return {
+                (topic, partition): (offset, log_id)
+                for topic, partition, offset, log_id in rows
+                if (topic, partition) in partitions
+            }
+
+    def reset_offsets(
+        self, partitions: Mapping[tuple[str, int], str | None], now: datetime
+    ) -> None:
+        """Nothing of these partitions' logs is counted yet: offset -1, under the log
+        given (the models' snapshots stay: their windows go on with the new log)."""
+        with self._sessions.begin() as session:
+            _upsert(
+                session,
+                ConsumerOffsetRow,
+                ["topic", "partition"],
+                [
+                    {"topic": t, "partition": p, "offset": -1, "updated_at": now, "log_id": log}
+                    for (t, p), log in partitions.items()
                 ],
             )
 

@@ -26,6 +26,7 @@ from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
 from driftline.stream.consumer import StreamConsumer
 from driftline.stream.deadletter import DeadLetter
+from driftline.stream.kafka_logs import LogInspector
 from driftline.stream.metrics import DriftCollector, Metrics, OutcomeCollector
 from driftline.stream.service import DriftService
 from driftline.stream.topics import Topics
@@ -187,6 +188,7 @@ def create_app(
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
     metrics.initialize({model_id: m.spec for model_id, m in monitors.items()})
+    metrics.initialize_topics([topics.predictions, topics.labels])
     service = DriftService(
         monitors,
         store,
@@ -195,6 +197,7 @@ def create_app(
         settings.snapshot_every_events,
         settings.snapshot_every_s,
         home_topics={topics.labels: topics.predictions},
+        logs=LogInspector(bootstrap),
     )
 
     # Predictions and labels (co-partitioned: partition N of each comes to one worker),

@@ -37,8 +37,9 @@ EXIT_UNEXPECTED = 70
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: DriftService) -> None:
+    def __init__(self, service: DriftService, consumer: AIOKafkaConsumer) -> None:
         self._service = service
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # Awaited before the group rebalances; the service's lock waits for a batch in
@@ -48,6 +49,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        # Before anything is fetched: stored offsets of another log are reset, and such
+        # a partition is read from its start (whatever Kafka's committed offset says).
+        resets = await self._service.assign({(tp.topic, tp.partition) for tp in assigned})
+        if resets:
+            self._consumer.seek_to_beginning(*(TopicPartition(t, p) for t, p in sorted(resets)))
 
 
 class StreamConsumer(Service):
@@ -82,7 +88,7 @@ class StreamConsumer(Service):
             max_partition_fetch_bytes=8 * 2**20,
             fetch_max_bytes=64 * 2**20,
         )
-        self.consumer.subscribe(self._topics, listener=_Rebalance(self._service))
+        self.consumer.subscribe(self._topics, listener=_Rebalance(self._service, self.consumer))
         await self.consumer.start()
 
     async def on_stop(self) -> None:

@@ -259,6 +259,13 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.offset_resets = Counter(
+            "driftline_offset_resets",
+            "Stored offsets found to belong to another log (a fresh broker, a re-created "
+            "topic, another cluster) and reset: the partition is read from its start",
+            ["topic"],
+            registry=registry,
+        )
         self.store_errors = Counter(
             "driftline_store_errors", "Failed writes to the store (retried)", registry=registry
         )
@@ -289,6 +296,11 @@ class Metrics:
             ("target_type", "target", "outcome"),
             lambda labels: (labels["target_type"], labels["target"]) not in keep,
         )
+
+    def initialize_topics(self, topics: Iterable[str]) -> None:
+        """The consumed topics' series at zero (as ``initialize`` does for models)."""
+        for topic in topics:
+            self.offset_resets.labels(topic)
 
     def initialize(self, monitors: Mapping[str, MonitorSpec]) -> None:
         """Create every known label set at zero, so that ``rate()`` and ``increase()`` see

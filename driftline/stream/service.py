@@ -21,6 +21,7 @@ from driftline.schemas.retraining import RetrainingEvent
 from driftline.store import Snapshot, Store
 from driftline.stream.batch import BatchResult, StreamProcessor
 from driftline.stream.deadletter import DeadLetter, SourceMessage
+from driftline.stream.kafka_logs import LogInspector, another_log, needs_log_end
 from driftline.stream.metrics import Metrics, OutcomeGauges
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class DriftService:
         snapshot_every_events: int = 0,
         snapshot_every_s: float = 0.0,
         home_topics: Mapping[str, str] | None = None,
+        logs: LogInspector | None = None,
     ) -> None:
         #: ``home_topics``: topics co-partitioned with another (labels -> predictions);
         #: a model's snapshot is kept under its home partition, whichever topic it came on.
@@ -100,6 +102,10 @@ class DriftService:
         self._cadence = (snapshot_every_events, snapshot_every_s)
         self._loaded: set[tuple[str, int]] = set()
         self._offsets: dict[tuple[str, int], int] = {}
+        #: What tells one topic's log from another (None: no broker to ask, in tests),
+        #: and the log each topic's offsets belong to, as last read from the broker.
+        self._logs = logs
+        self._log_ids: dict[str, str | None] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
         #: Wall-clock time each model's last window was stored; worker start until then.
         started = time.time()
@@ -149,9 +155,13 @@ class DriftService:
             if owned is not None:
                 messages = [m for m in messages if owned(m.topic, m.partition)]
             await self._load_partitions({(m.topic, m.partition) for m in messages})
-            fresh = [
-                m for m in messages if m.offset > self._offsets.get((m.topic, m.partition), -1)
-            ]
+            fresh = self._fresh(messages)
+            # Events "already counted": of this log, or of one that replaced it meanwhile
+            # (by its ids only: a log end read per batch of redeliveries would cost more
+            # than it could tell then)?
+            stale = self._stale(messages) if len(fresh) < len(messages) else set()
+            if stale and await self._check_logs(stale, by_log_end=False):
+                fresh = self._fresh(messages)
             self.metrics.events_already_counted.inc(len(messages) - len(fresh))
             result = self.processor.process(fresh, datetime.now(UTC))
             for model_id, accepted in result.accepted.items():
@@ -174,6 +184,90 @@ class DriftService:
             if result.triggers or self._commit_due():
                 await self._commit()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _fresh(self, messages: Sequence[SourceMessage]) -> list[SourceMessage]:
+        """The messages not counted yet (after their partition's stored offset)."""
+        offsets = self._offsets
+        return [m for m in messages if m.offset > offsets.get((m.topic, m.partition), -1)]
+
+    def _stale(self, messages: Sequence[SourceMessage]) -> set[tuple[str, int]]:
+        offsets = self._offsets
+        return {
+            (m.topic, m.partition)
+            for m in messages
+            if m.offset <= offsets.get((m.topic, m.partition), -1)
+        }
+
+    async def assign(self, partitions: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Partitions just assigned: their stored offsets checked against the logs they
+        are read from now; returns those reset (to be read from their start).
+
+        A stored offset of another log (a fresh embedded broker, a topic re-created,
+        another cluster) would skip every new event as already counted: it is reset
+        with an error, and the models' state is kept.
+        """
+        async with self._lock:
+            stored = await self._retry(self.store.stored_offsets, partitions)
+            for key, (offset, _) in stored.items():
+                self._offsets[key] = offset
+            return await self._check_logs(partitions, stored)
+
+    async def _check_logs(
+        self,
+        partitions: set[tuple[str, int]],
+        stored: Mapping[tuple[str, int], tuple[int, str | None]] | None = None,
+        by_log_end: bool = True,
+    ) -> set[tuple[str, int]]:
+        """Reset the stored offsets of these partitions that belong to another log than
+        the one read now; returns them.
+
+        ``stored``: as the store has them (at assignment); else the offsets in memory,
+        of the log they were last known to belong to.
+        """
+        if self._logs is None or not partitions:
+            return set()
+        logs = self._logs
+        topics = {topic for topic, _ in partitions}
+        current = await asyncio.to_thread(logs.identities, topics)
+        if stored is None:
+            stored = {
+                key: (self._offsets[key], self._log_ids.get(key[0]))
+                for key in partitions
+                if key in self._offsets
+            }
+        unsure = [
+            key
+            for key, (offset, log_id) in stored.items()
+            if by_log_end and needs_log_end(offset, log_id, current.get(key[0]))
+        ]
+        ends = await asyncio.to_thread(logs.log_ends, unsure) if unsure else {}
+        resets = {}
+        for key, (offset, log_id) in sorted(stored.items()):
+            why = another_log(offset, log_id, current.get(key[0]), ends.get(key))
+            if why is not None:
+                resets[key] = why
+            elif log_id is not None:  # the log these offsets belong to, as far as known
+                self._log_ids.setdefault(key[0], log_id)
+        for topic, name in current.items():
+            if name is not None:
+                self._log_ids[topic] = name
+        if resets:
+            now = datetime.now(UTC)
+            await self._retry(self.store.reset_offsets, {k: current.get(k[0]) for k in resets}, now)
+            for (topic, partition), why in resets.items():
+                self._offsets[(topic, partition)] = -1
+                self.metrics.offset_resets.labels(topic).inc()
+                log.error(
+                    "topic %s[%d]: the stored offsets belong to another log (%s), so they "
+                    "are reset and the partition is read from its start; the models' state "
+                    "is kept. Expected at every start of the embedded broker (it keeps "
+                    "nothing); otherwise a topic was re-created or the worker points at "
+                    "another cluster with this database",
+                    topic,
+                    partition,
+                    why,
+                )
+        return set(resets)
 
     async def flush(self, force: bool = False) -> None:
         """Store pending effects if the cadence is due (or ``force``): the idle-time timer."""
@@ -198,7 +292,7 @@ class DriftService:
                 model_id: Snapshot(*partition, self.states[model_id].to_state())
                 for model_id, partition in pending.partitions.items()
             }
-            await self._write(pending, datetime.now(UTC), snapshots)
+            await self._write(pending, datetime.now(UTC), snapshots, self._log_ids)
             self._offsets.update(pending.offsets)
             self._partition_of.update(pending.partitions)
             if pending.triggers:
@@ -246,8 +340,8 @@ class DriftService:
                         "snapshot of %s is for another reference version; its windows start afresh",
                         model_id,
                     )
-            if offset is not None:
-                self._offsets[(topic, partition)] = offset
+            if offset is not None and (topic, partition) not in self._offsets:
+                self._offsets[(topic, partition)] = offset  # unless assign() read it
             self._loaded.add((topic, partition))
             log.info(
                 "partition %s[%d]: restored %d model(s), resuming after offset %s",
@@ -302,7 +396,11 @@ class DriftService:
                 del self._partition_of[model_id]
 
     async def _write(
-        self, pending: _Pending, now: datetime, snapshots: dict[str, Snapshot]
+        self,
+        pending: _Pending,
+        now: datetime,
+        snapshots: dict[str, Snapshot],
+        logs: Mapping[str, str | None],
     ) -> None:
         """Write until it succeeds: the batch must not be acked before its effects are stored."""
         targets = {model_id: m.spec.targets for model_id, m in self.monitors.items()}
@@ -317,6 +415,7 @@ class DriftService:
             pending.offsets,
             pending.performance,
             tenants,
+            dict(logs),
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

@@ -87,10 +87,14 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
     if settings.kafka_bootstrap:
         yield settings.kafka_bootstrap
         return
-    broker = EmbeddedBroker()
+    broker = EmbeddedBroker(port=settings.embedded_broker_port)
     bootstrap = broker.start()
     log.warning(
-        "no DRIFTLINE_KAFKA_BOOTSTRAP: started the embedded in-memory broker on %s", bootstrap
+        "no DRIFTLINE_KAFKA_BOOTSTRAP: started the embedded in-memory broker on %s "
+        "(produce to it there, e.g. driftline traffic --bootstrap %s; it keeps nothing: "
+        "its topics go when the worker stops)",
+        bootstrap,
+        bootstrap,
     )
     try:
         yield bootstrap

@@ -114,6 +114,7 @@ def exported_names() -> set[str]:
     metrics = Metrics(registry)
     monitor = make_monitor(targets=[{"url": "http://127.0.0.1:9/h", "secret": SECRET}])
     metrics.initialize({"m": monitor.spec})
+    metrics.initialize_topics(["t.predictions"])
     metrics.batch_seconds.observe(0.1)
     registry.register(
         DriftCollector(

@@ -29,6 +29,7 @@ from driftline.monitoring import build_monitor
 from driftline.replay import Replay, read_events
 from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import DriftReport
+from driftline.schemas.retraining import RetrainingEvent
 from driftline.stream.topics import Topics, ensure_topics
 from tests.unit.helpers import SECRET, assert_same_reports
 
@@ -188,7 +189,7 @@ def kill_and_finish(
     replay = Replay({MODEL: build_monitor(spec)})
     expected = list(replay.run(read_events(tmp_path / "events.jsonl")))
     expected_reports = [r for r in expected if isinstance(r, DriftReport)]
-    expected_triggers = [t.data.trigger_id for t in expected if not isinstance(t, DriftReport)]
+    expected_triggers = [t.data.trigger_id for t in expected if isinstance(t, RetrainingEvent)]
     stored = store.reports()
     assert_same_reports(stored, expected_reports)
     assert len(expected_triggers) == 2  # two drift episodes

@@ -39,7 +39,8 @@ from driftline.monitoring import Monitor, build_monitor
 from driftline.replay import Replay
 from driftline.schemas.monitors import load_monitors
 from driftline.schemas.reports import DriftReport
-from driftline.stream.deadletter import SourceMessage
+from driftline.schemas.retraining import RetrainingEvent
+from driftline.stream.deadletter import DeadLetter, SourceMessage
 from driftline.stream.processing import MonitorState
 from driftline.stream.topics import Topics
 from tests.integration.test_recovery import Store, crash_test_settings, wait_for
@@ -130,25 +131,19 @@ def replay(stream: Stream, monitors: Path) -> Expected:
     (spec,) = load_monitors(monitors).models
     monitor = build_monitor(spec)
     run = Replay({MODEL: monitor})
-    letters: set[tuple[int, str, str]] = set()
-    outputs_of = run._outputs
-
-    def keep_letters(result: Any) -> Any:
-        letters.update(
-            (d.source.offset, "" if d.batch_index is None else str(d.batch_index), d.reason)
-            for d in result.dead
-        )
-        return outputs_of(result)
-
-    run._outputs = keep_letters  # type: ignore[method-assign]
     now = time.time()
     sources = (
         SourceMessage(m.key, m.value, "replay", 0, i, now) for i, m in enumerate(stream.messages)
     )
     outputs = list(run.run(sources))
+    letters = {
+        (d.source.offset, "" if d.batch_index is None else str(d.batch_index), d.reason)
+        for d in outputs
+        if isinstance(d, DeadLetter)
+    }
     return Expected(
         [r for r in outputs if isinstance(r, DriftReport)],
-        {o.data.trigger_id for o in outputs if not isinstance(o, DriftReport)},
+        {o.data.trigger_id for o in outputs if isinstance(o, RetrainingEvent)},
         Counter(run.dead_lettered),
         run.skipped,
         letters,

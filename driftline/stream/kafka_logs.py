@@ -1,0 +1,145 @@
+"""Which log an offset belongs to: a stored offset means something only for the log it
+was read from.
+
+A log is named by the cluster's id and the topic's id, as the broker's metadata gives
+them (``<cluster id>/<topic id>``). A fresh embedded broker (a new cluster id at every
+start, and its topics new), a topic deleted and re-created (a new topic id) or another
+cluster behind the same database is another log: its offsets start again from 0, and
+trusting the stored ones would skip every new event as already counted. Where a broker
+gives neither id, a log that ends before the stored offset is taken for another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from driftline.kafka_clients import librdkafka_config
+
+log = logging.getLogger(__name__)
+#: How long the identities read from the broker are reused.
+IDENTITY_TTL_S = 5.0
+
+
+def log_name(cluster_id: str | None, topic_id: str | None) -> str | None:
+    """A log's name; None when the broker gives neither id.
+
+    >>> log_name("tansu-1", "AaIx"), log_name(None, "AaIx"), log_name(None, None)
+    ('tansu-1/AaIx', '/AaIx', None)
+    """
+    if not cluster_id and not topic_id:
+        return None
+    return f"{cluster_id or ''}/{topic_id or ''}"
+
+
+def another_log(
+    stored_offset: int, stored: str | None, current: str | None, log_end: int | None
+) -> str | None:
+    """Why a stored offset belongs to another log than the current one; None if it is
+    this log's (or nothing tells them apart).
+
+    An id both sides know and that differs tells; else a log that ends at or before
+    the stored offset (it never held the event counted last) is another log.
+
+    >>> another_log(41, "c1/t1", "c2/t1", None)
+    'the cluster id changed (c1 -> c2)'
+    >>> another_log(41, "c1/t1", "c1/t2", 100)
+    'the topic id changed (t1 -> t2: the topic was re-created)'
+    >>> another_log(41, None, None, 10)
+    'the log ends at offset 10, before the stored offset 41'
+    >>> another_log(41, "c1/t1", "c1/t1", 10) is None  # same ids: trusted
+    True
+    """
+    old = (stored or "/").split("/", 1)
+    new = (current or "/").split("/", 1)
+    for what, before, now in (("cluster", old[0], new[0]), ("topic", old[1], new[1])):
+        if before and now and before != now:
+            extra = ": the topic was re-created" if what == "topic" else ""
+            return f"the {what} id changed ({before} -> {now}{extra})"
+    unsure = needs_log_end(stored_offset, stored, current)
+    if unsure and log_end is not None and log_end <= stored_offset:
+        return f"the log ends at offset {log_end}, before the stored offset {stored_offset}"
+    return None
+
+
+def needs_log_end(stored_offset: int, stored: str | None, current: str | None) -> bool:
+    """Whether the ids cannot say that a stored offset is this log's (no topic id on
+    either side), so that its log end must.
+
+    >>> needs_log_end(41, "c1/t1", "c1/t1"), needs_log_end(41, None, "c1/t1")
+    (False, True)
+    """
+    known = (stored or "/").split("/", 1)[1] and (current or "/").split("/", 1)[1]
+    return stored_offset >= 0 and not known
+
+
+class LogInspector:
+    """Reads the cluster id, topic ids and log ends from the broker (blocking calls,
+    for a thread); the identities are cached for ``IDENTITY_TTL_S``."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0) -> None:
+        self._admin = AdminClient(librdkafka_config(bootstrap))
+        self._timeout_s = timeout_s
+        self._cached: dict[str, tuple[str | None, float]] = {}
+
+    def identities(self, topics: Collection[str]) -> dict[str, str | None]:
+        """Each topic's log name (None where the broker does not say, or cannot be
+        reached: nothing is then concluded from the ids)."""
+        now = time.monotonic()
+        wanted = sorted(t for t in topics if self._cached.get(t, (None, 0.0))[1] <= now)
+        if wanted:
+            names = self._read(wanted)
+            for topic in wanted:
+                self._cached[topic] = (names.get(topic), now + IDENTITY_TTL_S)
+        return {topic: self._cached[topic][0] for topic in topics}
+
+    def _read(self, topics: list[str]) -> dict[str, str | None]:
+        try:
+            cluster = self._admin.describe_cluster(request_timeout=self._timeout_s).result(
+                self._timeout_s
+            )
+            described = self._admin.describe_topics(
+                TopicCollection(topics), request_timeout=self._timeout_s
+            )
+            names = {}
+            for topic, future in described.items():
+                topic_id = future.result(self._timeout_s).topic_id
+                names[topic] = log_name(cluster.cluster_id, _text(topic_id))
+            return names
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("cannot read the ids of %s from the broker: %s", ", ".join(topics), exc)
+            return {}
+        finally:
+            self._admin.poll(0)  # librdkafka's log lines, to Python logging
+
+    def log_ends(self, partitions: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Each partition's log end offset (where the next event goes); those the
+        broker does not answer for are left out."""
+        if not partitions:
+            return {}
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        request = {TopicPartition(t, p): latest for t, p in partitions}
+        ends = {}
+        try:
+            for tp, future in self._admin.list_offsets(
+                request, request_timeout=self._timeout_s
+            ).items():
+                ends[(tp.topic, tp.partition)] = int(future.result(self._timeout_s).offset)
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("cannot read the log ends from the broker: %s", exc)
+        finally:
+            self._admin.poll(0)
+        return ends
+
+
+def _text(topic_id: Any) -> str | None:
+    """A topic id as text (None, or all zeros, when the broker has none)."""
+    if topic_id is None:
+        return None
+    text = str(topic_id)
+    return None if text.strip("A=") == "" else text
