@@ -256,6 +256,9 @@ class DriftService:
             await self._retry(self.store.reset_offsets, {k: current.get(k[0]) for k in resets}, now)
             for (topic, partition), why in resets.items():
                 self._offsets[(topic, partition)] = -1
+                # Offsets counted but not stored yet are the old log's: the new log's
+                # own are counted from here (the old events' effects stay pending).
+                self._pending.offsets.pop((topic, partition), None)
                 self.metrics.offset_resets.labels(topic).inc()
                 log.error(
                     "topic %s[%d]: the stored offsets belong to another log (%s), so they "

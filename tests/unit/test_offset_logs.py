@@ -58,11 +58,12 @@ def service(store: Store, broker: Broker) -> DriftService:
     )
 
 
-def messages(offsets: range) -> list[SourceMessage]:
+def messages(offsets: range, start: float = 60.0) -> list[SourceMessage]:
+    """Events at ``offsets`` of the topic, one a second from ``start`` + offset."""
     return [
         SourceMessage(
             b"m",
-            orjson.dumps({"model_id": "m", "event_id": f"e{o}", "ts": 60.0 + o, "features": {}}),
+            orjson.dumps({"model_id": "m", "event_id": f"e{o}", "ts": start + o, "features": {}}),
             TOPIC,
             0,
             o,
@@ -157,3 +158,31 @@ def test_ids_the_broker_did_not_give_at_assignment_are_checked_before_skipping(
     asyncio.run(worker.handle(messages(range(10))))
     assert worker.metrics.events_processed.labels("m")._value.get() == 10
     assert stored(store) == (9, "c2/t2")
+
+
+def test_a_log_replaced_with_events_counted_but_not_stored_yet(store: Store) -> None:
+    """With the snapshot cadence, offsets of the old log counted but not stored yet must
+    not be stored as the new log's (they would skip its events up to there)."""
+    broker = Broker(ids={TOPIC: "c1/t1"})
+
+    async def dead_letter(letters: list[DeadLetter]) -> None:
+        return None
+
+    worker = DriftService(
+        {"m": make_monitor()},
+        store,
+        Metrics(CollectorRegistry()),
+        dead_letter,  # type: ignore[arg-type]
+        snapshot_every_s=3600.0,
+        logs=broker,  # type: ignore[arg-type]
+    )
+    asyncio.run(worker.assign({(TOPIC, 0)}))
+    asyncio.run(worker.handle(messages(range(100))))
+    asyncio.run(worker.flush(force=True))
+    asyncio.run(worker.handle(messages(range(100, 150))))  # counted, not stored yet
+    broker.ids = {TOPIC: "c1/t2"}  # the new log's events come later in event time
+    asyncio.run(worker.handle(messages(range(10), start=1000.0)))
+    asyncio.run(worker.flush(force=True))
+    assert stored(store) == (9, "c1/t2")
+    asyncio.run(worker.handle(messages(range(10, 150), start=1000.0)))
+    assert worker.metrics.events_processed.labels("m")._value.get() == 300
