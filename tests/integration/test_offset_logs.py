@@ -86,6 +86,15 @@ def wait_counted(worker: WorkerProcess, expected: int, within_s: float = 60) -> 
     pytest.fail(f"{counted} of {expected} events counted; log:\n{worker.log_tail()}")
 
 
+def window_sizes(database_url: str) -> list[int]:
+    """The events of each stored window report (stored by the worker's graceful stop)."""
+    store = Store.connect(database_url)
+    try:
+        return sorted(r["n"] for r in store.reports(MODEL, limit=1000))
+    finally:
+        store.close()
+
+
 def errors_about(log: Path, topic: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return [
@@ -131,17 +140,11 @@ def test_a_restart_on_a_fresh_embedded_broker_counts_every_new_event(
         wait_counted(worker, 150 * 4)  # before: 0 (every event "already counted")
         resets = metric_values(scrape(worker), "driftline_offset_resets_total")
         assert resets == {(("topic", topic),): 1.0}
-        time.sleep(1.5)  # the snapshot cadence (1 s): its windows stored
     (error,) = errors_about(tmp_path / "run2.log", topic)
     assert "the cluster id changed" in error["message"]
     assert "the models' state is kept" in error["message"]
-    store = Store.connect(database_url)
-    try:
-        reports = store.reports(MODEL, limit=1000)
-    finally:
-        store.close()
     # Minutes 0-6 closed, minute 7 open; minute 3 was open when run 1 stopped and went on.
-    assert sorted(r["n"] for r in reports) == [150] * 7
+    assert window_sizes(database_url) == [150] * 7
 
 
 def test_a_topic_deleted_and_recreated_is_read_from_its_start(
@@ -170,12 +173,6 @@ def test_a_topic_deleted_and_recreated_is_read_from_its_start(
         wait_counted(worker, 600)
         resets = metric_values(scrape(worker), "driftline_offset_resets_total")
         assert resets == {(("topic", topics.predictions),): 1.0}
-        time.sleep(1.5)
     (error,) = errors_about(tmp_path / "run2.log", topics.predictions)
     assert "the topic id changed" in error["message"]
-    store = Store.connect(database_url)
-    try:
-        reports = store.reports(MODEL, limit=1000)
-    finally:
-        store.close()
-    assert sorted(r["n"] for r in reports) == [150] * 7
+    assert window_sizes(database_url) == [150] * 7
