@@ -8,15 +8,18 @@ replay prints the same thing every time.
 The worker judges ``window.max_future`` against each message's Kafka timestamp; a
 file has none, so each line gets one: its ``kafka_ts`` (the Kafka timestamp, epoch
 milliseconds as Kafka keeps it, or an RFC 3339 string) when the line carries one; else
-the time it would have been sent at by a producer that sends events as they happen,
-estimated from the file: the (lower) median of the newest event times of the lines
-around it (``SEND_TIME_LINES`` before, itself, as many after). A stray far-future event
-is far from that median and refused, as the worker refuses it; a quiet night between
-two lines moves the median with the lines and refuses nothing.
+the time a producer that sends events as they happen would have sent it at, estimated
+from the file: the second newest of the newest event times of the lines around it
+(``SEND_TIME_LINES`` before, itself, as many after; fewer at the ends of the file). As
+late as the file's clock goes there, but for one stray event: a far-future event is
+refused as the worker refuses it, while the last lines of a file, the first after a
+quiet night, and those before a backfill of old events are not. (Several far-future
+events within that many lines are taken for the clock: give such lines a ``kafka_ts``.)
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -126,14 +129,14 @@ def _kafka_seconds(value: Any) -> float | None:
 def stamped(
     lines: Iterable[tuple[SourceMessage, float | None, float | None]],
 ) -> Iterator[SourceMessage]:
-    """Each message with its Kafka timestamp: its own ``kafka_ts``, or the lower median of
-    the newest event times of the ``SEND_TIME_LINES`` lines on each side and its own.
+    """Each message with its Kafka timestamp: its own ``kafka_ts``, or the second newest
+    of the newest event times of the ``SEND_TIME_LINES`` lines on each side and its own.
 
     >>> def line(n, newest):
     ...     return SourceMessage(None, b"{}", "f", 0, n), None, newest
     >>> times = [100.0, 101.0, 10_000.0, 102.0, 103.0]  # a far-future line in the middle
     >>> [m.timestamp for m in stamped(line(n, t) for n, t in enumerate(times))]
-    [102.0, 102.0, 102.0, 102.0, 102.0]
+    [103.0, 103.0, 103.0, 103.0, 103.0]
     """
     ahead: deque[tuple[SourceMessage, float | None, float | None]] = deque()
     before: deque[float] = deque(maxlen=SEND_TIME_LINES)
@@ -143,7 +146,7 @@ def stamped(
         if kafka_ts is None:
             around = [*before, *([] if newest is None else [newest])]
             around += [t for _, _, t in ahead if t is not None]
-            kafka_ts = _lower_median(around)
+            kafka_ts = _second_newest(around)
         if newest is not None:
             before.append(newest)
         return SourceMessage(
@@ -158,10 +161,12 @@ def stamped(
         yield emit()
 
 
-def _lower_median(values: list[float]) -> float | None:
+def _second_newest(values: list[float]) -> float | None:
+    """The clock the times around a line show, but for one stray far-future time."""
     if not values:
         return None
-    return sorted(values)[(len(values) - 1) // 2]
+    newest = heapq.nlargest(2, values)
+    return newest[-1]
 
 
 def _parquet_events(path: Path) -> Iterator[tuple[SourceMessage, float | None, float | None]]:

@@ -14,6 +14,7 @@ detector restarts from the newest ``memory``. ``stream/outcomes.py`` runs it per
 from __future__ import annotations
 
 import base64
+import copy
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -109,17 +110,20 @@ class ConceptDriftDetector:
         else:  # Page-Hinkley starts over
             self._since_detection.clear()
 
-    def checkpoint(self) -> tuple[int, int, tuple[float, ...]]:
-        """What ``rollback`` needs: the counts and the losses the detector depends on."""
-        return self.detections, self.improvements, tuple(self._since_detection)
+    def checkpoint(self) -> tuple[int, int, tuple[float, ...], Any]:
+        """What ``rollback`` needs: the counts, the losses kept, and a copy of river's
+        detector (its state is small: a copy takes about 15 us)."""
+        return (
+            self.detections,
+            self.improvements,
+            tuple(self._since_detection),
+            copy.deepcopy(self._detector),
+        )
 
-    def rollback(self, checkpoint: tuple[int, int, tuple[float, ...]]) -> None:
-        """Back to ``checkpoint``: river's detector is rebuilt from the losses it held
-        then (as a restore from a snapshot does)."""
-        detections, improvements, values = checkpoint
-        self._detector = _detector(self.kind, self.params)
-        for value in values:
-            self._detector.update(value)
+    def rollback(self, checkpoint: tuple[int, int, tuple[float, ...], Any]) -> None:
+        """Back to ``checkpoint``, exactly."""
+        detections, improvements, values, detector = checkpoint
+        self._detector = detector
         self._since_detection = deque(values, maxlen=self.memory)
         self.detections, self.improvements = detections, improvements
 

@@ -54,6 +54,18 @@ class MonitorRow(Base):
     updated_at: Mapped[datetime]
 
 
+class DeletedMonitorRow(Base):
+    """A monitor deleted (through the API or the CLI, or removed from the monitors file),
+    until a monitor of that model is made again: a trigger of it recorded meanwhile (a
+    worker runs a monitor until it next looks at the registry) is not delivered."""
+
+    __tablename__ = "deleted_monitors"
+
+    model_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    deleted_at: Mapped[datetime]
+
+
 class ReferenceProfileRow(Base):
     """A reference profile, versioned per model; equal content keeps one version."""
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftline.schemas.monitors import Target
 from driftline.schemas.retraining import RetrainingEvent
 from driftline.store.models import (
+    DeletedMonitorRow,
     DeliveryAttemptRow,
     DeliveryRowModel,
     DisabledEndpointRow,
@@ -90,6 +91,9 @@ def add_trigger(
     )
     if data.status != "fired":
         return True
+    # Fired by a worker that did not know yet that its monitor was deleted: recorded,
+    # and not delivered.
+    deleted = session.get(DeletedMonitorRow, data.model_id)
     for target in targets:
         session.add(
             DeliveryRowModel(
@@ -97,7 +101,8 @@ def add_trigger(
                 model_id=data.model_id,
                 target_type=target.type,
                 target_url=target.key,
-                status="pending",
+                status="pending" if deleted is None else "cancelled",
+                reason=None if deleted is None else deleted_reason(deleted.deleted_at),
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
@@ -106,6 +111,25 @@ def add_trigger(
             )
         )
     return True
+
+
+def mark_deleted(session: Session, model_id: str, tenant: str, now: datetime) -> None:
+    """Remember that the monitor of ``model_id`` was deleted (its triggers recorded from
+    now on are not delivered)."""
+    row = session.get(DeletedMonitorRow, model_id)
+    if row is None:
+        session.add(DeletedMonitorRow(model_id=model_id, tenant=tenant, deleted_at=now))
+    else:
+        row.tenant, row.deleted_at = tenant, now
+
+
+def undelete(session: Session, model_id: str) -> None:
+    """A monitor of ``model_id`` is made again: its triggers are delivered again."""
+    session.execute(delete(DeletedMonitorRow).where(DeletedMonitorRow.model_id == model_id))
+
+
+def deleted_reason(deleted_at: datetime) -> str:
+    return f"its monitor was deleted at {as_utc(deleted_at).isoformat(timespec='seconds')}"
 
 
 def cancel_pending(session: Session, model_ids: Collection[str], reason: str) -> None:
@@ -160,12 +184,12 @@ class Outbox:
         self,
         now: datetime,
         owner: str,
-        lease_s: Callable[[dict[str, Any] | None], float],
+        lease_s: Callable[[DeliveryRow], float],
         limit: int = 8,
     ) -> list[DeliveryRow]:
         """Lease up to ``limit`` due deliveries to ``owner`` (a relay): until ``now`` plus
-        ``lease_s(target)`` no other relay gets them. A lease past its expiry (its relay
-        died) is free again.
+        ``lease_s(delivery)`` no other relay gets them. A lease past its expiry (its
+        relay died) is free again.
 
         PostgreSQL skips the rows another relay is claiming (``FOR UPDATE SKIP LOCKED``);
         on every database the lease is set only where it is still free, so a delivery
@@ -185,7 +209,9 @@ class Outbox:
         )
         claimed = []
         with self._sessions.begin() as session:
+            self._cancel_deleted(session)
             for row, payload in session.execute(query).all():
+                delivery = _row(row, payload)
                 taken = session.execute(
                     update(DeliveryRowModel)
                     .where(
@@ -195,13 +221,26 @@ class Outbox:
                     )
                     .values(
                         lease_owner=owner,
-                        lease_expires_at=now + timedelta(seconds=lease_s(row.target)),
+                        lease_expires_at=now + timedelta(seconds=lease_s(delivery)),
                     )
                     .execution_options(synchronize_session=False)
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(_row(row, payload))
+                    claimed.append(delivery)
         return claimed
+
+    @staticmethod
+    def _cancel_deleted(session: Session) -> None:
+        """Pending deliveries of deleted monitors (one recorded as its monitor was being
+        deleted, in a transaction that could not see the deletion) are cancelled."""
+        for model_id, deleted_at in session.execute(
+            select(DeletedMonitorRow.model_id, DeletedMonitorRow.deleted_at).where(
+                DeletedMonitorRow.model_id.in_(
+                    select(DeliveryRowModel.model_id).where(DeliveryRowModel.status == "pending")
+                )
+            )
+        ):
+            cancel_pending(session, [model_id], deleted_reason(deleted_at))
 
     def record_attempt(
         self,
@@ -261,6 +300,12 @@ class Outbox:
                 return None
             if row.status != "dead":
                 raise ValueError(f"delivery {delivery_id} is {row.status}; only dead ones replay")
+            deleted = session.get(DeletedMonitorRow, row.model_id)
+            if deleted is not None:
+                raise ValueError(
+                    f"delivery {delivery_id}: {deleted_reason(deleted.deleted_at)}; "
+                    "it is not sent again"
+                )
             row.status, row.attempts, row.next_attempt_at = "pending", 0, now
             row.lease_owner, row.lease_expires_at = None, None
         return self.delivery(delivery_id)

@@ -36,7 +36,16 @@ from driftline.store.models import (
     WindowReportRow,
     as_utc,
 )
-from driftline.store.outbox import FINISHED, DeliveryRow, Outbox, add_trigger, cancel_pending
+from driftline.store.outbox import (
+    FINISHED,
+    DeliveryRow,
+    Outbox,
+    add_trigger,
+    cancel_pending,
+    deleted_reason,
+    mark_deleted,
+    undelete,
+)
 
 __all__ = ["DeliveryRow", "MonitorConflict", "MonitorRecord", "Snapshot", "Store"]
 
@@ -306,6 +315,7 @@ class Store(Outbox):
         with self._sessions.begin() as session:
             row = session.get(MonitorRow, spec.model_id)
             if row is None:
+                undelete(session, spec.model_id)
                 session.add(
                     MonitorRow(
                         model_id=spec.model_id,
@@ -322,19 +332,25 @@ class Store(Outbox):
                 row.spec, row.reference_version, row.source = body, reference_version, "file"
                 row.tenant, row.version, row.updated_at = spec.tenant, row.version + 1, now
 
-    def forget_file_monitors(self, keep: set[str]) -> None:
+    def forget_file_monitors(self, keep: set[str], now: datetime | None = None) -> None:
         """Delete monitors of the file that the file no longer has; their pending
         deliveries are cancelled."""
         with self._sessions.begin() as session:
             gone = list(
                 session.scalars(
-                    select(MonitorRow.model_id).where(
+                    select(MonitorRow).where(
                         MonitorRow.source == "file", MonitorRow.model_id.not_in(list(keep))
                     )
                 )
             )
-            session.execute(delete(MonitorRow).where(MonitorRow.model_id.in_(gone)))
-            cancel_pending(session, gone, "its monitor was removed from the monitors file")
+            for row in gone:
+                mark_deleted(session, row.model_id, row.tenant, now or datetime.now(UTC))
+                session.delete(row)
+            cancel_pending(
+                session,
+                [row.model_id for row in gone],
+                "its monitor was removed from the monitors file",
+            )
 
     def monitor_records(self, tenant: str | None = None) -> list[MonitorRecord]:
         query = select(MonitorRow).order_by(MonitorRow.model_id)
@@ -353,6 +369,7 @@ class Store(Outbox):
         with self._sessions.begin() as session:
             if session.get(MonitorRow, spec.model_id) is not None:
                 raise MonitorConflict(f"model_id: {spec.model_id!r} already has a monitor")
+            undelete(session, spec.model_id)
             version = self._reference_of(session, spec)
             row = MonitorRow(
                 model_id=spec.model_id,
@@ -392,14 +409,15 @@ class Store(Outbox):
     def delete_monitor(self, model_id: str, now: datetime | None = None) -> bool:
         """Delete an API monitor (its reports, triggers and profiles stay); its pending
         deliveries are cancelled (status ``cancelled``, with the reason)."""
-        moment = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+        moment = now or datetime.now(UTC)
         with self._sessions.begin() as session:
             row = session.get(MonitorRow, model_id)
             if row is None:
                 return False
             _editable(row)
+            mark_deleted(session, model_id, row.tenant, moment)
             session.delete(row)
-            cancel_pending(session, [model_id], f"its monitor was deleted at {moment}")
+            cancel_pending(session, [model_id], deleted_reason(moment))
             return True
 
     def activate_reference(
@@ -474,13 +492,13 @@ class Store(Outbox):
         offsets: Mapping[tuple[str, int], int] | None = None,
         performance: Sequence[PerformanceReport] = (),
         tenants: Mapping[str, str] | None = None,
-        logs: Mapping[str, str | None] | None = None,
+        logs: Mapping[tuple[str, int], str | None] | None = None,
     ) -> None:
         """Window reports (drift and performance), triggers, their outbox rows, model
         snapshots and consumed offsets, in one transaction: after a crash, either all of a
         batch's effects are stored or none. ``targets`` and ``tenants`` (by model) are
-        what a trigger's deliveries are recorded with; ``logs`` (by topic) names the log
-        the offsets belong to (None keeps the one stored).
+        what a trigger's deliveries are recorded with; ``logs`` (by partition) names
+        the log the offsets belong to (None, or none given, keeps the one stored).
 
         A window reported again (reprocessing) replaces its report; a trigger already
         recorded is not recorded or delivered again; a suppressed one is recorded and
@@ -554,7 +572,7 @@ class Store(Outbox):
                         "partition": partition,
                         "offset": offset,
                         "updated_at": now,
-                        "log_id": (logs or {}).get(topic),
+                        "log_id": (logs or {}).get((topic, partition)),
                     }
                     for (topic, partition), offset in (offsets or {}).items()
                 ],

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
-from confluent_kafka import KafkaException, TopicCollection, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from driftline.kafka_clients import librdkafka_config
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 #: How long the identities read from the broker are reused.
 IDENTITY_TTL_S = 5.0
 
@@ -80,42 +81,39 @@ def needs_log_end(stored_offset: int, stored: str | None, current: str | None) -
 
 class LogInspector:
     """Reads the cluster id, topic ids and log ends from the broker (blocking calls,
-    for a thread); the identities are cached for ``IDENTITY_TTL_S``."""
+    for a thread). An answer is cached for ``IDENTITY_TTL_S`` (unless asked ``fresh``);
+    a call that fails for a passing reason is retried for up to ``answer_within_s``,
+    since nothing must be counted or skipped on a guess; after that the answer is
+    unknown (and nothing is concluded from it)."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap: str, timeout_s: float = 10.0, answer_within_s: float = 30.0
+    ) -> None:
         self._admin = AdminClient(librdkafka_config(bootstrap))
         self._timeout_s = timeout_s
+        self._answer_within_s = answer_within_s
         self._cached: dict[str, tuple[str | None, float]] = {}
 
-    def identities(self, topics: Collection[str]) -> dict[str, str | None]:
-        """Each topic's log name (None where the broker does not say, or cannot be
-        reached: nothing is then concluded from the ids)."""
+    def identities(self, topics: Collection[str], fresh: bool = False) -> dict[str, str | None]:
+        """Each topic's log name (None where the broker does not say)."""
         now = time.monotonic()
-        wanted = sorted(t for t in topics if self._cached.get(t, (None, 0.0))[1] <= now)
+        wanted = sorted(t for t in topics if fresh or self._cached.get(t, (None, 0.0))[1] <= now)
         if wanted:
-            names = self._read(wanted)
-            for topic in wanted:
-                self._cached[topic] = (names.get(topic), now + IDENTITY_TTL_S)
+            names = self._asked(lambda: self._names(wanted), f"the ids of {', '.join(wanted)}")
+            for topic, name in (names or {}).items():
+                self._cached[topic] = (name, now + IDENTITY_TTL_S)
+            if names is None:  # no answer: unknown, and asked again next time
+                return {t: None if t in wanted else self._cached[t][0] for t in topics}
         return {topic: self._cached[topic][0] for topic in topics}
 
-    def _read(self, topics: list[str]) -> dict[str, str | None]:
-        try:
-            cluster = self._admin.describe_cluster(request_timeout=self._timeout_s).result(
-                self._timeout_s
-            )
-            described = self._admin.describe_topics(
-                TopicCollection(topics), request_timeout=self._timeout_s
-            )
-            names = {}
-            for topic, future in described.items():
-                topic_id = future.result(self._timeout_s).topic_id
-                names[topic] = log_name(cluster.cluster_id, _text(topic_id))
-            return names
-        except (KafkaException, TimeoutError) as exc:
-            log.warning("cannot read the ids of %s from the broker: %s", ", ".join(topics), exc)
-            return {}
-        finally:
-            self._admin.poll(0)  # librdkafka's log lines, to Python logging
+    def _names(self, topics: list[str]) -> dict[str, str | None]:
+        timeout = self._timeout_s
+        cluster = self._admin.describe_cluster(request_timeout=timeout).result(timeout)
+        described = self._admin.describe_topics(TopicCollection(topics), request_timeout=timeout)
+        return {
+            topic: log_name(cluster.cluster_id, _text(future.result(timeout).topic_id))
+            for topic, future in described.items()
+        }
 
     def log_ends(self, partitions: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Each partition's log end offset (where the next event goes); those the
@@ -124,17 +122,47 @@ class LogInspector:
             return {}
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         request = {TopicPartition(t, p): latest for t, p in partitions}
-        ends = {}
+
+        def ends() -> dict[tuple[str, int], int]:
+            answers = self._admin.list_offsets(request, request_timeout=self._timeout_s)
+            return {
+                (tp.topic, tp.partition): int(future.result(self._timeout_s).offset)
+                for tp, future in answers.items()
+            }
+
+        return self._asked(ends, "the log ends") or {}
+
+    def _asked(self, call: Callable[[], T], what: str) -> T | None:
+        """``call()``, retried while the broker fails for a passing reason; None if it
+        gives no answer (after ``answer_within_s``, or at once for a lasting reason)."""
+        deadline = time.monotonic() + self._answer_within_s
+        delay = 0.25
         try:
-            for tp, future in self._admin.list_offsets(
-                request, request_timeout=self._timeout_s
-            ).items():
-                ends[(tp.topic, tp.partition)] = int(future.result(self._timeout_s).offset)
-        except (KafkaException, TimeoutError) as exc:
-            log.warning("cannot read the log ends from the broker: %s", exc)
+            while True:
+                try:
+                    return call()
+                except (KafkaException, TimeoutError) as exc:
+                    passing = _passing(exc)
+                    if not passing or time.monotonic() + delay > deadline:
+                        log.warning("the broker does not say %s: %s", what, exc)
+                        return None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         finally:
-            self._admin.poll(0)
-        return ends
+            self._admin.poll(0)  # librdkafka's log lines, to Python logging
+
+
+def _passing(exc: BaseException) -> bool:
+    """Whether a failed admin call may succeed if tried again."""
+    if isinstance(exc, TimeoutError):
+        return True
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return bool(error.retriable()) or error.code() in _PASSING_CODES
+    return False
+
+
+_PASSING_CODES = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
 
 
 def _text(topic_id: Any) -> str | None:

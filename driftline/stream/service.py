@@ -102,10 +102,13 @@ class DriftService:
         self._cadence = (snapshot_every_events, snapshot_every_s)
         self._loaded: set[tuple[str, int]] = set()
         self._offsets: dict[tuple[str, int], int] = {}
-        #: What tells one topic's log from another (None: no broker to ask, in tests),
-        #: and the log each topic's offsets belong to, as last read from the broker.
+        #: What tells one log from another (None: no broker to ask, in tests); the log
+        #: each partition's offsets belong to, as far as known; and the newest offset
+        #: handled of each partition since it was assigned (a message at or below it
+        #: means the log went back: replaced, or cut).
         self._logs = logs
-        self._log_ids: dict[str, str | None] = {}
+        self._log_of: dict[tuple[str, int], str | None] = {}
+        self._handled: dict[tuple[str, int], int] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
         #: Wall-clock time each model's last window was stored; worker start until then.
         started = time.time()
@@ -156,11 +159,11 @@ class DriftService:
                 messages = [m for m in messages if owned(m.topic, m.partition)]
             await self._load_partitions({(m.topic, m.partition) for m in messages})
             fresh = self._fresh(messages)
-            # Events "already counted": of this log, or of one that replaced it meanwhile
-            # (by its ids only: a log end read per batch of redeliveries would cost more
-            # than it could tell then)?
+            rewound = self._rewound(messages)
+            # Events "already counted": of this log, or of one that replaced it? Asked
+            # afresh when the log went back (else the ids of the last few seconds do).
             stale = self._stale(messages) if len(fresh) < len(messages) else set()
-            if stale and await self._check_logs(stale, by_log_end=False):
+            if stale and await self._check_logs(stale, fresh=bool(stale & rewound)):
                 fresh = self._fresh(messages)
             self.metrics.events_already_counted.inc(len(messages) - len(fresh))
             result = self.processor.process(fresh, datetime.now(UTC))
@@ -198,6 +201,18 @@ class DriftService:
             if m.offset <= offsets.get((m.topic, m.partition), -1)
         }
 
+    def _rewound(self, messages: Sequence[SourceMessage]) -> set[tuple[str, int]]:
+        """Partitions whose messages went back below one handled since assignment (a
+        consumer only moves forward, unless its log was replaced or cut)."""
+        handled = self._handled
+        rewound = set()
+        for m in messages:
+            key = (m.topic, m.partition)
+            if m.offset <= handled.get(key, -1):
+                rewound.add(key)
+            handled[key] = m.offset
+        return rewound
+
     async def assign(self, partitions: set[tuple[str, int]]) -> set[tuple[str, int]]:
         """Partitions just assigned: their stored offsets checked against the logs they
         are read from now; returns those reset (to be read from their start).
@@ -207,53 +222,48 @@ class DriftService:
         with an error, and the models' state is kept.
         """
         async with self._lock:
+            for key in partitions:
+                self._handled.pop(key, None)
             stored = await self._retry(self.store.stored_offsets, partitions)
-            for key, (offset, _) in stored.items():
-                self._offsets[key] = offset
-            return await self._check_logs(partitions, stored)
+            for key, (offset, log_id) in stored.items():
+                self._offsets[key], self._log_of[key] = offset, log_id
+            return await self._check_logs(partitions, fresh=True)
 
     async def _check_logs(
-        self,
-        partitions: set[tuple[str, int]],
-        stored: Mapping[tuple[str, int], tuple[int, str | None]] | None = None,
-        by_log_end: bool = True,
+        self, partitions: set[tuple[str, int]], fresh: bool = False
     ) -> set[tuple[str, int]]:
-        """Reset the stored offsets of these partitions that belong to another log than
-        the one read now; returns them.
-
-        ``stored``: as the store has them (at assignment); else the offsets in memory,
-        of the log they were last known to belong to.
+        """Reset the offsets (in memory and stored) of these partitions that belong to
+        another log than the one read now (``fresh``: asked of the broker now, not
+        taken from its answer of the last few seconds); returns them.
         """
         if self._logs is None or not partitions:
             return set()
         logs = self._logs
         topics = {topic for topic, _ in partitions}
-        current = await asyncio.to_thread(logs.identities, topics)
-        if stored is None:
-            stored = {
-                key: (self._offsets[key], self._log_ids.get(key[0]))
-                for key in partitions
-                if key in self._offsets
-            }
+        current = await asyncio.to_thread(logs.identities, topics, fresh)
+        known = {
+            key: (self._offsets[key], self._log_of.get(key))
+            for key in partitions
+            if key in self._offsets
+        }
+        for key in partitions - known.keys():  # nothing counted yet: it will be this log's
+            self._log_of[key] = current.get(key[0])
         unsure = [
             key
-            for key, (offset, log_id) in stored.items()
-            if by_log_end and needs_log_end(offset, log_id, current.get(key[0]))
+            for key, (offset, log_id) in known.items()
+            if needs_log_end(offset, log_id, current.get(key[0]))
         ]
         ends = await asyncio.to_thread(logs.log_ends, unsure) if unsure else {}
         resets = {}
-        for key, (offset, log_id) in sorted(stored.items()):
+        for key, (offset, log_id) in sorted(known.items()):
             why = another_log(offset, log_id, current.get(key[0]), ends.get(key))
             if why is not None:
                 resets[key] = why
-            elif log_id is not None:  # the log these offsets belong to, as far as known
-                self._log_ids.setdefault(key[0], log_id)
-        for topic, name in current.items():
-            if name is not None:
-                self._log_ids[topic] = name
+            if why is not None or log_id is None:  # the log its offsets belong to now
+                self._log_of[key] = current.get(key[0])
         if resets:
             now = datetime.now(UTC)
-            await self._retry(self.store.reset_offsets, {k: current.get(k[0]) for k in resets}, now)
+            await self._retry(self.store.reset_offsets, {k: self._log_of[k] for k in resets}, now)
             for (topic, partition), why in resets.items():
                 self._offsets[(topic, partition)] = -1
                 # Offsets counted but not stored yet are the old log's: the new log's
@@ -295,7 +305,7 @@ class DriftService:
                 model_id: Snapshot(*partition, self.states[model_id].to_state())
                 for model_id, partition in pending.partitions.items()
             }
-            await self._write(pending, datetime.now(UTC), snapshots, self._log_ids)
+            await self._write(pending, datetime.now(UTC), snapshots, self._log_of)
             self._offsets.update(pending.offsets)
             self._partition_of.update(pending.partitions)
             if pending.triggers:
@@ -393,6 +403,8 @@ class DriftService:
         self._loaded -= partitions
         for key in partitions:
             self._offsets.pop(key, None)
+            self._log_of.pop(key, None)
+            self._handled.pop(key, None)
         for model_id, partition in list(self._partition_of.items()):
             if partition in partitions:
                 self.processor.reset(model_id)
@@ -403,7 +415,7 @@ class DriftService:
         pending: _Pending,
         now: datetime,
         snapshots: dict[str, Snapshot],
-        logs: Mapping[str, str | None],
+        logs: Mapping[tuple[str, int], str | None],
     ) -> None:
         """Write until it succeeds: the batch must not be acked before its effects are stored."""
         targets = {model_id: m.spec.targets for model_id, m in self.monitors.items()}
@@ -418,7 +430,7 @@ class DriftService:
             pending.offsets,
             pending.performance,
             tenants,
-            dict(logs),
+            {key: logs[key] for key in pending.offsets if key in logs},
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

@@ -22,7 +22,7 @@ from driftline.triggers.delivery import Delivery
 
 
 class KafkaSender:
-    """Publishes retraining events with an idempotent producer (acks from all replicas)."""
+    """Publishes retraining events with idempotent producers (acks from all replicas)."""
 
     def __init__(
         self, bootstrap: str, config: dict[str, Any] | None = None, partitions: int = 1
@@ -30,27 +30,34 @@ class KafkaSender:
         self._bootstrap = bootstrap
         self._config = config or {}
         self._partitions = partitions
-        self._producer_: Producer | None = None
+        self._producers: dict[int, Producer] = {}
         self._topics: set[str] = set()
 
     def _producer(self, timeout_s: float) -> Producer:
-        """The producer, made at the first send (a worker without Kafka targets has none).
+        """The producer of targets with this timeout, made at its first send (a worker
+        without Kafka targets has none).
 
-        Its ``message.timeout.ms`` is the first target's timeout unless configured.
+        Its ``message.timeout.ms`` is the target's ``timeout_s``: librdkafka gives up on
+        a message then, and reports it, before the attempt stops waiting. So an attempt
+        ends knowing whether its message went (a producer shared by a longer timeout
+        would still be holding it, to send it after the attempt was given up, and the
+        retry would send it again).
         """
-        if self._producer_ is None:
-            self._producer_ = Producer(
+        timeout_ms = max(1, int(timeout_s * 1000))
+        producer = self._producers.get(timeout_ms)
+        if producer is None:
+            producer = self._producers[timeout_ms] = Producer(
                 librdkafka_config(
                     self._bootstrap,
                     **{
                         "enable.idempotence": True,
                         "acks": "all",
-                        "message.timeout.ms": int(timeout_s * 1000),
+                        "message.timeout.ms": timeout_ms,
                         **self._config,
                     },
                 )
             )
-        return self._producer_
+        return producer
 
     async def send(self, target: Target, delivery: DeliveryRow, now: datetime) -> Delivery:
         assert isinstance(target, KafkaTarget)
@@ -84,9 +91,10 @@ class KafkaSender:
             )
         except (BufferError, KafkaException, ValueError) as exc:
             return Delivery(False, None, f"produce failed: {exc}", time.perf_counter() - started)
-        # The producer's message.timeout.ms is the longest target timeout, so waiting a
-        # little longer than that always ends with a definite outcome.
-        deadline = started + target.timeout_s + 5.0
+        # The producer's message.timeout.ms is this target's timeout, so waiting a little
+        # longer than that (from the produce call) ends with a definite outcome, within
+        # the relay's bound of the attempt (its topic check and this).
+        deadline = time.perf_counter() + target.timeout_s + 2.0
         while not outcome and time.perf_counter() < deadline:
             await asyncio.to_thread(producer.poll, min(0.2, target.timeout_s))
         latency = time.perf_counter() - started
@@ -100,5 +108,5 @@ class KafkaSender:
         )
 
     def close(self, timeout_s: float = 5.0) -> None:
-        if self._producer_ is not None:
-            self._producer_.flush(timeout_s)
+        for producer in self._producers.values():
+            producer.flush(timeout_s)

@@ -42,7 +42,9 @@ ATTEMPT_CALLS = {"webhook": 1, "kafka": 2, "kubeflow": 3}
 #: (clock skew between workers, a slow store write).
 ATTEMPT_SLACK_S = 5.0
 LEASE_MARGIN_S = 30.0
-DEFAULT_TIMEOUT_S = 10.0
+#: The per-call timeout assumed for a delivery recorded before deliveries carried their
+#: target (its target's own is not known when it is claimed): the most a target has.
+UNKNOWN_TIMEOUT_S = 60.0
 
 #: Called with each attempt's delivery, target (None if unknown) and outcome.
 OutcomeHook = Callable[[DeliveryRow, Target | None, str], None]
@@ -61,20 +63,28 @@ def backoff_seconds(attempts: int, rng: random.Random) -> float:
     return ceiling * rng.uniform(0.5, 1.0)
 
 
-def attempt_limit_s(target: Mapping[str, Any] | None) -> float:
-    """How long one attempt to this (stored) target may take at most.
+def attempt_limit_s(target: Mapping[str, Any]) -> float:
+    """How long one attempt to this (stored) target may take at most: its calls'
+    timeouts and some slack (a target without its timeout: the most one has).
 
     >>> attempt_limit_s({"type": "kubeflow", "timeout_s": 10.0})
     35.0
+    >>> attempt_limit_s({"type": "webhook"})  # recorded before deliveries kept targets
+    65.0
     """
-    target = target or {}
-    calls = ATTEMPT_CALLS.get(str(target.get("type", "webhook")), 3)
-    return calls * float(target.get("timeout_s", DEFAULT_TIMEOUT_S)) + ATTEMPT_SLACK_S
+    calls = ATTEMPT_CALLS.get(str(target.get("type", "webhook")), max(ATTEMPT_CALLS.values()))
+    return calls * float(target.get("timeout_s", UNKNOWN_TIMEOUT_S)) + ATTEMPT_SLACK_S
 
 
-def lease_s(target: Mapping[str, Any] | None) -> float:
-    """How long a relay holds a delivery it claimed: longer than any attempt."""
-    return attempt_limit_s(target) + LEASE_MARGIN_S
+def bounds_of(delivery: DeliveryRow) -> Mapping[str, Any]:
+    """What bounds a delivery's attempts (and lease): its target as recorded, or for one
+    recorded before deliveries kept their target, its type alone."""
+    return delivery.target or {"type": delivery.target_type}
+
+
+def lease_s(delivery: DeliveryRow) -> float:
+    """How long a relay holds a delivery it claimed: longer than any attempt of it."""
+    return attempt_limit_s(bounds_of(delivery)) + LEASE_MARGIN_S
 
 
 class TargetUnavailable(Exception):
@@ -203,7 +213,7 @@ class OutboxRelay:
     ) -> Delivery:
         """One attempt, within its time limit (the lease outlives it, so no other relay
         can start one meanwhile)."""
-        limit = attempt_limit_s(target.model_dump(include={"type", "timeout_s"}))
+        limit = attempt_limit_s(bounds_of(delivery))  # as the lease was reckoned
         try:
             async with asyncio.timeout(limit):
                 return await sender.send(target, delivery, now)

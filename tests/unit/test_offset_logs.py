@@ -31,7 +31,7 @@ class Broker:
     ids: dict[str, str | None] = field(default_factory=dict)
     ends: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def identities(self, topics: Collection[str]) -> dict[str, str | None]:
+    def identities(self, topics: Collection[str], fresh: bool = False) -> dict[str, str | None]:
         return {topic: self.ids.get(topic) for topic in topics}
 
     def log_ends(self, partitions: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -58,14 +58,16 @@ def service(store: Store, broker: Broker) -> DriftService:
     )
 
 
-def messages(offsets: range, start: float = 60.0) -> list[SourceMessage]:
+def messages(offsets: range, start: float = 60.0, partition: int = 0) -> list[SourceMessage]:
     """Events at ``offsets`` of the topic, one a second from ``start`` + offset."""
     return [
         SourceMessage(
             b"m",
-            orjson.dumps({"model_id": "m", "event_id": f"e{o}", "ts": start + o, "features": {}}),
+            orjson.dumps(
+                {"model_id": "m", "event_id": f"e{partition}-{o}", "ts": start + o, "features": {}}
+            ),
             TOPIC,
-            0,
+            partition,
             o,
         )
         for o in offsets
@@ -186,3 +188,116 @@ def test_a_log_replaced_with_events_counted_but_not_stored_yet(store: Store) -> 
     assert stored(store) == (9, "c1/t2")
     asyncio.run(worker.handle(messages(range(10, 150), start=1000.0)))
     assert worker.metrics.events_processed.labels("m")._value.get() == 300
+
+
+def test_each_partition_is_checked_against_the_log_its_offsets_belong_to(store: Store) -> None:
+    """A topic of two partitions replaced under a running worker: finding the new log on
+    one partition does not hide it on the other."""
+    broker = Broker(ids={TOPIC: "c1/t1"})
+    worker = service(store, broker)
+    both = {(TOPIC, 0), (TOPIC, 1)}
+    asyncio.run(worker.assign(both))
+    asyncio.run(worker.handle(messages(range(50)) + messages(range(50), partition=1)))
+    broker.ids = {TOPIC: "c1/t2"}
+    asyncio.run(worker.handle(messages(range(10))))  # p0 of the new log first
+    asyncio.run(worker.handle(messages(range(10), partition=1)))  # then p1's, later
+    assert worker.metrics.events_processed.labels("m")._value.get() == 120
+    assert resets(worker) == 2
+    offsets = store.stored_offsets(both)
+    assert offsets == {(TOPIC, 0): (9, "c1/t2"), (TOPIC, 1): (9, "c1/t2")}
+    again = service(store, broker)  # and a restart trusts them
+    assert asyncio.run(again.assign(both)) == set()
+
+
+def test_the_log_going_back_is_checked_afresh() -> None:
+    """The inspector's answers are reused for a few seconds, but not after the log went
+    back (a message below one already handled): then the broker is asked again."""
+    from driftline.stream.kafka_logs import LogInspector
+
+    inspector = LogInspector("127.0.0.1:1")
+    asked: list[list[str]] = []
+
+    def names(topics: list[str]) -> dict[str, str | None]:
+        asked.append(topics)
+        return dict.fromkeys(topics, f"c1/t{len(asked)}")
+
+    inspector._names = names  # type: ignore[method-assign]
+    assert inspector.identities([TOPIC]) == {TOPIC: "c1/t1"}
+    assert inspector.identities([TOPIC]) == {TOPIC: "c1/t1"}  # reused
+    assert inspector.identities([TOPIC], fresh=True) == {TOPIC: "c1/t2"}
+    assert len(asked) == 2
+
+
+def test_a_broker_that_fails_for_a_while_is_asked_again_and_no_answer_is_kept() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from driftline.stream.kafka_logs import LogInspector
+
+    inspector = LogInspector("127.0.0.1:1", answer_within_s=5.0)
+    calls = {"n": 0}
+
+    def flaky(topics: list[str]) -> dict[str, str | None]:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        return dict.fromkeys(topics, "c1/t1")
+
+    inspector._names = flaky  # type: ignore[method-assign]
+    assert inspector.identities([TOPIC]) == {TOPIC: "c1/t1"}
+    assert calls["n"] == 3
+
+    def down(topics: list[str]) -> dict[str, str | None]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    inspector = LogInspector("127.0.0.1:1", answer_within_s=0.5)
+    inspector._names = down  # type: ignore[method-assign]
+    assert inspector.identities([TOPIC]) == {TOPIC: None}  # unknown: nothing concluded
+    inspector._names = flaky  # type: ignore[method-assign]
+    assert inspector.identities([TOPIC]) == {TOPIC: "c1/t1"}  # the failure was not kept
+
+
+@dataclass
+class CachingBroker(Broker):
+    """A broker whose ids are read again only when asked ``fresh`` (as LogInspector's
+    cache of a few seconds)."""
+
+    seen: dict[str, str | None] = field(default_factory=dict)
+
+    def identities(self, topics: Collection[str], fresh: bool = False) -> dict[str, str | None]:
+        for topic in topics:
+            if fresh or topic not in self.seen:
+                self.seen[topic] = self.ids.get(topic)
+        return {topic: self.seen[topic] for topic in topics}
+
+
+def test_a_log_replaced_within_the_cache_is_caught_by_going_back(store: Store) -> None:
+    broker = CachingBroker(ids={TOPIC: "c1/t1"})
+    worker = service(store, broker)
+    asyncio.run(worker.assign({(TOPIC, 0)}))
+    asyncio.run(worker.handle(messages(range(40))))
+    broker.ids = {TOPIC: "c1/t2"}  # replaced; the cached answer still says t1
+    asyncio.run(worker.handle(messages(range(10))))  # offsets went back: asked afresh
+    assert worker.metrics.events_processed.labels("m")._value.get() == 50
+    assert stored(store) == (9, "c1/t2")
+
+
+def test_an_assignment_asks_afresh_so_a_newer_stored_log_is_not_reset_again(
+    store: Store,
+) -> None:
+    """Worker 1 last read the old ids; worker 2 found the new log and counted it; the
+    partition comes back to worker 1: it must not take the stored (newer) log for
+    another one, which would count worker 2's events again."""
+    first_broker = CachingBroker(ids={TOPIC: "c1/t1"})
+    first = service(store, first_broker)
+    asyncio.run(first.assign({(TOPIC, 0)}))
+    asyncio.run(first.handle(messages(range(40))))
+    first.revoke({(TOPIC, 0)})
+    first_broker.ids = {TOPIC: "c1/t2"}  # the topic is re-created
+    second = service(store, Broker(ids={TOPIC: "c1/t2"}))
+    assert asyncio.run(second.assign({(TOPIC, 0)})) == {(TOPIC, 0)}
+    asyncio.run(second.handle(messages(range(30), start=1000.0)))
+    second.revoke({(TOPIC, 0)})
+    assert asyncio.run(first.assign({(TOPIC, 0)})) == set()  # its cache said t1: asked anew
+    asyncio.run(first.handle(messages(range(30), start=1000.0)))
+    assert first.metrics.events_already_counted._value.get() == 30
+    assert stored(store) == (29, "c1/t2")

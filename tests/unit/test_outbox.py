@@ -102,7 +102,7 @@ def test_the_lease_of_a_dead_relay_expires_and_is_taken_over(store: Store) -> No
     target = WebhookTarget(url="http://127.0.0.1:9/x", secret=SECRET, timeout_s=2)  # type: ignore[arg-type]
     store.record_results(reports, fired, {"m": [target]}, NOW)
     (claimed,) = store.claim_due(NOW, "crashed-relay", lease_s)
-    held = lease_s(claimed.target)
+    held = lease_s(claimed)
     assert held == 2 + 5 + 30  # the attempt's bound (timeout, slack) and the margin
     assert store.claim_due(NOW + timedelta(seconds=held - 1), "another", lease_s) == []
     (taken,) = store.claim_due(NOW + timedelta(seconds=held + 1), "another", lease_s)
@@ -208,3 +208,69 @@ def test_deleting_a_monitor_cancels_its_pending_deliveries(
     assert cancelled["reason"] == f"its monitor was deleted at {NOW.isoformat()}"
     assert store.claim_due(NOW + timedelta(days=1), "relay", lease_s) == []
     assert store.deliveries(tenant="team-b", models=[]) == []  # only its tenant sees it
+
+
+def test_a_delivery_recorded_before_deliveries_kept_their_target_gets_a_long_lease(
+    store: Store,
+) -> None:
+    """Its target (and so its timeout) is known only when it is sent: the lease, and the
+    bound of its attempt, assume the longest a target has."""
+    from sqlalchemy import text
+
+    from driftline.triggers.relay import attempt_limit_s, bounds_of
+
+    reports, fired = triggers(1)
+    target = WebhookTarget(url="http://127.0.0.1:9/x", secret=SECRET, timeout_s=50)  # type: ignore[arg-type]
+    store.record_results(reports, fired, {"m": [target]}, NOW)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE deliveries SET target = NULL, target_type = 'kubeflow'"))
+    (claimed,) = store.claim_due(NOW, "relay", lease_s)
+    assert claimed.target is None
+    assert attempt_limit_s(bounds_of(claimed)) == 3 * 60 + 5
+    assert lease_s(claimed) == 3 * 60 + 5 + 30
+    assert store.claim_due(NOW + timedelta(seconds=214), "another", lease_s) == []
+
+
+def test_a_trigger_fired_after_its_monitor_was_deleted_is_not_delivered(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers run a deleted monitor until they next look at the registry (a few
+    seconds): a trigger they fire meanwhile is recorded, its deliveries cancelled; a
+    delivery that slipped in pending (its transaction did not see the deletion) is
+    cancelled when a relay claims; a dead one does not replay. A monitor of the model
+    made again delivers again."""
+    from sqlalchemy import text
+
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    spec = api_monitor("http://127.0.0.1:9/x")
+    store.create_monitor(spec, NOW)
+    reports, fired = triggers(3)
+    store.record_results(reports, fired[:1], {"m": spec.targets}, NOW, tenants={"m": "team-a"})
+    store.record_attempt(
+        store.deliveries()[0]["id"],
+        status="dead",
+        http_status=500,
+        error="HTTP 500",
+        latency_s=0.1,
+        next_attempt_at=NOW,
+        now=NOW,
+    )
+    assert store.delete_monitor("m", NOW)
+    store.record_results(reports, fired[1:2], {"m": spec.targets}, NOW, tenants={"m": "team-a"})
+    late = store.deliveries(fired[1].data.trigger_id)[0]
+    assert (late["status"], late["reason"]) == (
+        "cancelled",
+        f"its monitor was deleted at {NOW.isoformat()}",
+    )
+    with store.engine.begin() as connection:  # as if recorded in a race with the deletion
+        connection.execute(
+            text("UPDATE deliveries SET status = 'pending' WHERE id = :id"), {"id": late["id"]}
+        )
+    assert store.claim_due(NOW + timedelta(seconds=1), "relay", lease_s) == []
+    assert store.deliveries(fired[1].data.trigger_id)[0]["status"] == "cancelled"
+    dead = store.deliveries(fired[0].data.trigger_id)[0]
+    with pytest.raises(ValueError, match="its monitor was deleted"):
+        store.replay_delivery(dead["id"], NOW)
+    store.create_monitor(spec, NOW)  # made again
+    store.record_results(reports, fired[2:], {"m": spec.targets}, NOW, tenants={"m": "team-a"})
+    assert store.deliveries(fired[2].data.trigger_id)[0]["status"] == "pending"

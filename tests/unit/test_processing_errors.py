@@ -135,3 +135,23 @@ def test_no_row_is_both_counted_and_dead_lettered(monkeypatch: pytest.MonkeyPatc
     assert result.reports == []  # not the window that closed before the failure either
     assert len(result.dead) == len(rows)
     assert frozen(processor.states["m"]) == frozen(MonitorState(monitor))
+
+
+@pytest.mark.parametrize(("kind", "n"), [("adwin", 30_000), ("page_hinkley", 30_000)])
+def test_a_concept_detector_rolls_back_exactly_past_its_memory(kind: str, n: int) -> None:
+    """More losses than the detector's snapshot keeps (10,000): the rollback is still
+    the very state, so later detections come where they would have."""
+    import copy
+
+    from driftline.detectors.concept import ConceptDriftDetector
+
+    rng = np.random.default_rng(0)
+    detector = ConceptDriftDetector(kind)
+    detector.update((rng.uniform(size=n) < 0.1).astype(float))
+    twin = copy.deepcopy(detector)
+    saved = detector.checkpoint()
+    detector.update([0.0] * 10)
+    detector.rollback(saved)
+    later = (rng.uniform(size=20_000) < 0.3).astype(float)
+    assert detector.update(later) == twin.update(later)
+    assert detector.to_state() == twin.to_state()

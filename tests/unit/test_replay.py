@@ -242,3 +242,53 @@ def test_replay_refuses_a_far_future_event_as_the_worker_does(
     assert "dead-lettered: future: 1, schema: 1" in result.stderr
     assert "  schema: ts: ts '2023-11-14T22:17:00' has no UTC offset" in result.stderr
     assert "  future: event time " in result.stderr
+
+
+def _refused_as_future(times: list[float], tmp_path: Path) -> list[int]:
+    """The lines (one event each, at these times) that replay refuses as future."""
+    from driftline.replay import Replay, read_events
+    from tests.unit.helpers import make_monitor
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {"model_id": "m", "event_id": f"e{n}", "ts": t, "features": {"x": 0.1, "c": "a"}}
+            )
+            + b"\n"
+            for n, t in enumerate(times)
+        )
+    )
+    out = Replay({"m": make_monitor()}).run(read_events(path), flush=True)
+    return [d.source.offset for d in out if getattr(d, "reason", None) == "future"]
+
+
+DAY = 86_400.0
+SEND_TIME_CASES = {
+    # (event times of the lines, the lines a live worker would refuse as future)
+    "sparse, to the end of the file": ([START + 120 * i for i in range(40)], []),
+    "a quiet hour, then the last lines": (
+        [START + 30 * i for i in range(100)] + [START + 3000 + 3600 + 30 * i for i in range(5)],
+        [],
+    ),
+    "a backfill of last week appended": (
+        [START + 40 * i for i in range(50)] + [START - 7 * DAY + 10 * i for i in range(30)],
+        [],
+    ),
+    "one event a year ahead": (
+        [START + 30 * i for i in range(20)]
+        + [START + 365 * DAY]
+        + [START + 600 + 30 * i for i in range(20)],
+        [21],
+    ),
+    "one event a year ahead, last": (
+        [START + 30 * i for i in range(20)] + [START + 365 * DAY],
+        [21],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEND_TIME_CASES))
+def test_replay_refuses_as_future_what_a_live_worker_would(case: str, tmp_path: Path) -> None:
+    times, future = SEND_TIME_CASES[case]
+    assert _refused_as_future(times, tmp_path) == future
