@@ -35,11 +35,12 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-## Benchmarks (each prints its figures and the machine): one window evaluation, detection
-## latency, worker memory, end-to-end throughput against plain Faust and raw aiokafka, and
-## 2 workers against 1 on 4 partitions.
+## Benchmarks (each prints its figures and the machine): one window evaluation, the cost of
+## all-or-nothing processing, detection latency, worker memory, end-to-end throughput
+## against plain Faust and raw aiokafka, and 2 workers against 1 on 4 partitions.
 bench: $(STAMP)
 	$(BIN)/python bench/window_eval.py
+	$(BIN)/python bench/all_or_nothing.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/throughput.py
