@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
@@ -37,13 +37,24 @@ EXIT_UNEXPECTED = 70
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: DriftService, consumer: AIOKafkaConsumer) -> None:
+    """Stores what is counted before partitions move, and checks the logs of those
+    assigned; ``on_revoke`` runs first at each rebalance (it ends what was fetched before).
+    """
+
+    def __init__(
+        self,
+        service: DriftService,
+        consumer: AIOKafkaConsumer,
+        on_revoke: Callable[[], None] = lambda: None,
+    ) -> None:
         self._service = service
         self._consumer = consumer
+        self._on_revoke = on_revoke
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # Awaited before the group rebalances; the service's lock waits for a batch in
         # progress. What is counted is stored before the partitions move away.
+        self._on_revoke()
         await self._service.flush(force=True)
         self._service.revoke({(tp.topic, tp.partition) for tp in revoked})
 
@@ -73,6 +84,8 @@ class StreamConsumer(Service):
         self._bootstrap = bootstrap
         self._topics = list(topics)
         self.consumer: AIOKafkaConsumer | None = None
+        #: Rebalances so far: what was fetched before the latest one is not counted here.
+        self._rebalances = 0
 
     async def on_start(self) -> None:
         session_ms = int(self._settings.session_timeout_s * 1000)
@@ -88,7 +101,8 @@ class StreamConsumer(Service):
             max_partition_fetch_bytes=8 * 2**20,
             fetch_max_bytes=64 * 2**20,
         )
-        self.consumer.subscribe(self._topics, listener=_Rebalance(self._service, self.consumer))
+        listener = _Rebalance(self._service, self.consumer, self._rebalanced)
+        self.consumer.subscribe(self._topics, listener=listener)
         await self.consumer.start()
 
     async def on_stop(self) -> None:
@@ -122,11 +136,22 @@ class StreamConsumer(Service):
                 for tp, batch in records.items()
                 for r in batch
             ]
+            fetched_after = self._rebalances  # no await since getmany returned
             for part in _parts(messages, self._settings.batch_max_bytes):
-                await self._handle(part)
+                await self._handle(part, fetched_after)
 
-    async def _handle(self, messages: list[SourceMessage]) -> None:
-        """Process and (when due) store one batch, then commit its offsets to Kafka."""
+    def _rebalanced(self) -> None:
+        self._rebalances += 1
+
+    async def _handle(self, messages: list[SourceMessage], fetched_after: int) -> None:
+        """Process and (when due) store one batch, then commit its offsets to Kafka.
+
+        A batch fetched before a rebalance (its rest, handled while or after the group
+        rebalances) is not counted: its partitions may be another worker's now, or
+        given back to this one, which fetches them again from Kafka's committed offset.
+        aiokafka returns nothing while the group rebalances, so a batch fetched after
+        the latest revocation is of the assignment that followed it.
+        """
         consumer = self.consumer
         assert consumer is not None
         ends = {
@@ -144,17 +169,14 @@ class StreamConsumer(Service):
                 log.info("Kafka offset commit skipped (%s); the store has them", exc)
 
         try:
-            await self._service.handle(messages, commit, owned=self._owned)
+            await self._service.handle(
+                messages, commit, current=lambda: self._rebalances == fetched_after
+            )
         except Exception:
             # Never move past a batch that was not stored: later offsets would be
             # recorded as counted and this batch lost. Stop; a restart resumes exactly.
             log.critical("unexpected error processing a batch; stopping the worker", exc_info=True)
             os._exit(EXIT_UNEXPECTED)
-
-    def _owned(self, topic: str, partition: int) -> bool:
-        """Whether a partition is still this worker's (a batch fetched before a
-        rebalance may hold messages of partitions given away since)."""
-        return TopicPartition(topic, partition) in self.assignment()
 
 
 def _parts(messages: list[SourceMessage], max_bytes: int) -> Iterator[list[SourceMessage]]:

@@ -68,6 +68,16 @@ def another_log(
     return None
 
 
+def better_named(stored: str | None, current: str | None) -> bool:
+    """Whether ``current`` names a log more fully than ``stored`` does (a topic id where
+    there was none): the stored name is then replaced, once the log is known the same.
+
+    >>> better_named("c1/", "c1/t1"), better_named("c1/t1", "c1/t1"), better_named(None, "c1/t1")
+    (True, False, True)
+    """
+    return bool((current or "/").split("/", 1)[1]) and not (stored or "/").split("/", 1)[1]
+
+
 def needs_log_end(stored_offset: int, stored: str | None, current: str | None) -> bool:
     """Whether the ids cannot say that a stored offset is this log's (no topic id on
     either side), so that its log end must.
@@ -93,6 +103,7 @@ class LogInspector:
         self._timeout_s = timeout_s
         self._answer_within_s = answer_within_s
         self._cached: dict[str, tuple[str | None, float]] = {}
+        self._cluster_refused = False
 
     def identities(self, topics: Collection[str], fresh: bool = False) -> dict[str, str | None]:
         """Each topic's log name (None where the broker does not say)."""
@@ -108,12 +119,30 @@ class LogInspector:
 
     def _names(self, topics: list[str]) -> dict[str, str | None]:
         timeout = self._timeout_s
-        cluster = self._admin.describe_cluster(request_timeout=timeout).result(timeout)
         described = self._admin.describe_topics(TopicCollection(topics), request_timeout=timeout)
-        return {
-            topic: log_name(cluster.cluster_id, _text(future.result(timeout).topic_id))
-            for topic, future in described.items()
-        }
+        topic_ids = {t: _text(f.result(timeout).topic_id) for t, f in described.items()}
+        cluster_id = self._cluster_id()
+        return {topic: log_name(cluster_id, topic_id) for topic, topic_id in topic_ids.items()}
+
+    def _cluster_id(self) -> str | None:
+        """The cluster's id; None where describing the cluster is not allowed (a client
+        may lack that permission: the topic ids still tell re-created topics apart)."""
+        if self._cluster_refused:
+            return None
+        timeout = self._timeout_s
+        try:
+            cluster = self._admin.describe_cluster(request_timeout=timeout).result(timeout)
+            return None if cluster.cluster_id is None else str(cluster.cluster_id)
+        except KafkaException as exc:
+            if _passing(exc):
+                raise
+            self._cluster_refused = True
+            log.warning(
+                "the broker does not give this client its cluster id (%s): another cluster "
+                "behind the same database is told apart by its topic ids only",
+                exc,
+            )
+            return None
 
     def log_ends(self, partitions: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Each partition's log end offset (where the next event goes); those the

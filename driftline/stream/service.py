@@ -21,7 +21,12 @@ from driftline.schemas.retraining import RetrainingEvent
 from driftline.store import Snapshot, Store
 from driftline.stream.batch import BatchResult, StreamProcessor
 from driftline.stream.deadletter import DeadLetter, SourceMessage
-from driftline.stream.kafka_logs import LogInspector, another_log, needs_log_end
+from driftline.stream.kafka_logs import (
+    LogInspector,
+    another_log,
+    better_named,
+    needs_log_end,
+)
 from driftline.stream.metrics import Metrics, OutcomeGauges
 
 log = logging.getLogger(__name__)
@@ -140,7 +145,7 @@ class DriftService:
         self,
         messages: Sequence[SourceMessage],
         on_durable: Acknowledge | None = None,
-        owned: Callable[[str, int], bool] | None = None,
+        current: Callable[[], bool] | None = None,
     ) -> None:
         """Process one batch; ``on_durable`` runs once its effects are stored (ack it then).
 
@@ -150,20 +155,21 @@ class DriftService:
         Events at or below a partition's stored offset were counted before a restart and
         are skipped, so nothing is counted twice.
 
-        ``owned`` (when given) says whether a partition is still this worker's: messages
-        of partitions given away since they were fetched are left to their new owner.
+        ``current`` (when given) says whether the batch is still this worker's to count
+        once the lock is held: a batch fetched before a rebalance is left alone (its
+        partitions are another worker's now, or fetched again), and not acknowledged.
         """
         started = time.perf_counter()
         async with self._lock:
-            if owned is not None:
-                messages = [m for m in messages if owned(m.topic, m.partition)]
+            if current is not None and not current():
+                return
             await self._load_partitions({(m.topic, m.partition) for m in messages})
             fresh = self._fresh(messages)
             rewound = self._rewound(messages)
             # Events "already counted": of this log, or of one that replaced it? Asked
             # afresh when the log went back (else the ids of the last few seconds do).
             stale = self._stale(messages) if len(fresh) < len(messages) else set()
-            if stale and await self._check_logs(stale, fresh=bool(stale & rewound)):
+            if stale and await self._check_logs(stale, rewound=stale & rewound):
                 fresh = self._fresh(messages)
             self.metrics.events_already_counted.inc(len(messages) - len(fresh))
             result = self.processor.process(fresh, datetime.now(UTC))
@@ -230,17 +236,23 @@ class DriftService:
             return await self._check_logs(partitions, fresh=True)
 
     async def _check_logs(
-        self, partitions: set[tuple[str, int]], fresh: bool = False
+        self,
+        partitions: set[tuple[str, int]],
+        fresh: bool = False,
+        rewound: set[tuple[str, int]] | None = None,
     ) -> set[tuple[str, int]]:
         """Reset the offsets (in memory and stored) of these partitions that belong to
-        another log than the one read now (``fresh``: asked of the broker now, not
-        taken from its answer of the last few seconds); returns them.
+        another log than the one read now; returns them. ``fresh``: the broker is asked
+        now (not its answer of the last few seconds reused), as it is when a partition's
+        offsets went back (``rewound``); where no topic id can tell, going back is
+        itself the sign of another log.
         """
         if self._logs is None or not partitions:
             return set()
         logs = self._logs
+        rewound = rewound or set()
         topics = {topic for topic, _ in partitions}
-        current = await asyncio.to_thread(logs.identities, topics, fresh)
+        current = await asyncio.to_thread(logs.identities, topics, fresh or bool(rewound))
         known = {
             key: (self._offsets[key], self._log_of.get(key))
             for key in partitions
@@ -256,11 +268,14 @@ class DriftService:
         ends = await asyncio.to_thread(logs.log_ends, unsure) if unsure else {}
         resets = {}
         for key, (offset, log_id) in sorted(known.items()):
-            why = another_log(offset, log_id, current.get(key[0]), ends.get(key))
+            name = current.get(key[0])
+            why = another_log(offset, log_id, name, ends.get(key))
+            if why is None and key in rewound and needs_log_end(offset, log_id, name):
+                why = "its offsets went back, and no topic id says it is the same log"
             if why is not None:
                 resets[key] = why
-            if why is not None or log_id is None:  # the log its offsets belong to now
-                self._log_of[key] = current.get(key[0])
+            if why is not None or better_named(log_id, name):  # the log its offsets are of
+                self._log_of[key] = name
         if resets:
             now = datetime.now(UTC)
             await self._retry(self.store.reset_offsets, {k: self._log_of[k] for k in resets}, now)

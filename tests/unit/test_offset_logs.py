@@ -301,3 +301,64 @@ def test_an_assignment_asks_afresh_so_a_newer_stored_log_is_not_reset_again(
     asyncio.run(first.handle(messages(range(30), start=1000.0)))
     assert first.metrics.events_already_counted._value.get() == 30
     assert stored(store) == (29, "c1/t2")
+
+
+def test_an_offset_named_without_a_topic_id_is_named_fully_once_there_is_one(
+    store: Store,
+) -> None:
+    """Stored while the broker gave a cluster id only (an older Kafka); once it gives
+    topic ids, the name gets one (else a re-creation would never be told by ids)."""
+    broker = Broker(ids={TOPIC: "c1/"}, ends={(TOPIC, 0): 200})
+    first = service(store, broker)
+    asyncio.run(first.assign({(TOPIC, 0)}))
+    asyncio.run(first.handle(messages(range(50))))
+    assert stored(store) == (49, "c1/")
+    broker.ids = {TOPIC: "c1/t1"}
+    again = service(store, broker)
+    assert asyncio.run(again.assign({(TOPIC, 0)})) == set()  # the log end holds it: same
+    asyncio.run(again.handle(messages(range(50, 60))))
+    assert stored(store) == (59, "c1/t1")
+
+
+def test_without_topic_ids_offsets_going_back_are_another_log(store: Store) -> None:
+    """A broker that gives no topic ids: a topic re-created under the worker whose new
+    log has grown past the stored offset looks like the old one, but the consumer going
+    back to its start (it was out of range) says otherwise."""
+    broker = Broker(ids={TOPIC: "c1/"}, ends={(TOPIC, 0): 100})
+    worker = service(store, broker)
+    asyncio.run(worker.assign({(TOPIC, 0)}))
+    asyncio.run(worker.handle(messages(range(100))))
+    broker.ends = {(TOPIC, 0): 150}  # the new log, already longer
+    asyncio.run(worker.handle(messages(range(150), start=1000.0)))
+    assert worker.metrics.events_processed.labels("m")._value.get() == 250
+    assert resets(worker) == 1
+
+
+def test_a_client_not_allowed_the_cluster_id_still_tells_topics_apart() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from driftline.stream.kafka_logs import LogInspector
+
+    class Future:
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+        def result(self, timeout: float) -> object:
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    class Admin:
+        def describe_topics(self, topics: object, request_timeout: float) -> dict[str, Future]:
+            return {TOPIC: Future(type("Description", (), {"topic_id": "t7"})())}
+
+        def describe_cluster(self, request_timeout: float) -> Future:
+            refused = KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+            return Future(KafkaException(refused))
+
+        def poll(self, timeout: float) -> None:
+            return None
+
+    inspector = LogInspector("127.0.0.1:1")
+    inspector._admin = Admin()
+    assert inspector.identities([TOPIC]) == {TOPIC: "/t7"}

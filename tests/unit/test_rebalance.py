@@ -1,0 +1,164 @@
+"""Rebalances in the middle of a batch, through the consumer, its rebalance listener and
+the service (on SQLite and PostgreSQL): each event is counted exactly once, and Kafka's
+committed offset never passes what the store holds as counted.
+
+A batch returned by aiokafka is handled in parts; a rebalance may begin and end while
+its rest waits. Its partitions may be another worker's by then, or given back to this
+one, which fetches them again from Kafka's committed offset (behind what it counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from aiokafka import TopicPartition  # type: ignore[import-untyped]
+from prometheus_client import CollectorRegistry
+
+from driftline.settings import Settings
+from driftline.store import Store
+from driftline.stream.consumer import StreamConsumer, _Rebalance
+from driftline.stream.deadletter import DeadLetter
+from driftline.stream.metrics import Metrics
+from driftline.stream.service import DriftService
+from tests.unit.helpers import make_monitor
+from tests.unit.test_offset_logs import TOPIC, Broker, messages, resets
+
+PARTITION = TopicPartition(TOPIC, 0)
+
+
+class Kafka:
+    """What the consumer asks of aiokafka's: its assignment, commits and seeks."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self.owned: set[TopicPartition] = set()
+        self.committed = committed  # the group's, shared by its members
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        raise AssertionError(f"no reset expected: {partitions}")
+
+
+class Worker:
+    def __init__(self, store: Store, broker: Broker, committed: dict[TopicPartition, int]):
+        async def dead_letter(letters: list[DeadLetter]) -> None:
+            return None
+
+        self.service = DriftService(
+            {"m": make_monitor()},
+            store,
+            Metrics(CollectorRegistry()),
+            dead_letter,  # type: ignore[arg-type]
+            snapshot_every_s=3600.0,  # what is counted is stored at a rebalance
+            logs=broker,  # type: ignore[arg-type]
+        )
+        self.kafka = Kafka(committed)
+        self.consumer = StreamConsumer(self.service, Settings(), "127.0.0.1:1", [TOPIC])
+        self.consumer.consumer = self.kafka
+        self.listener = _Rebalance(self.service, self.kafka, self.consumer._rebalanced)
+
+    def fetch(self) -> int:
+        """A batch returned by aiokafka now: the rebalances it comes after."""
+        return self.consumer._rebalances
+
+    def handle(self, offsets: range, fetched_after: int) -> None:
+        asyncio.run(self.consumer._handle(messages(offsets), fetched_after))
+
+    def revoke(self) -> None:
+        asyncio.run(self.listener.on_partitions_revoked(sorted(self.kafka.owned)))
+
+    def assign(self) -> None:
+        self.kafka.owned = {PARTITION}
+        asyncio.run(self.listener.on_partitions_assigned([PARTITION]))
+
+    def counted(self) -> float:
+        return self.service.metrics.events_processed.labels("m")._value.get()
+
+
+@pytest.fixture
+def store(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    def failed(code: int) -> None:  # the consumer stops the process on an unexpected error
+        raise AssertionError(f"the worker would have stopped ({code})")
+
+    monkeypatch.setattr("driftline.stream.consumer.os._exit", failed)
+    store = Store.connect(database_url)
+    yield store
+    store.close()
+
+
+#: The broker gives a topic id, or (an older broker) none: going back is then the sign
+#: of another log, and must not be taken for one after a rebalance.
+BROKERS = [Broker(ids={TOPIC: "c1/t1"}), Broker(ids={TOPIC: "c1/"})]
+
+
+def stored(store: Store) -> int:
+    return store.stored_offsets({(TOPIC, 0)})[(TOPIC, 0)][0]
+
+
+@pytest.mark.parametrize("broker", BROKERS, ids=["topic-ids", "no-topic-ids"])
+def test_the_rest_of_a_batch_is_left_to_the_worker_the_partition_went_to(
+    store: Store, broker: Broker
+) -> None:
+    committed: dict[TopicPartition, int] = {}
+    one, two = Worker(store, broker, committed), Worker(store, broker, committed)
+    one.assign()
+    batch = one.fetch()
+    one.handle(range(100), batch)
+    one.revoke()  # stores what it counted
+    one.handle(range(100, 200), batch)  # the rest of the batch, during the rebalance
+    one.kafka.owned = set()
+    assert one.counted() == 100
+    assert stored(store) == 99
+    assert committed[PARTITION] == 100  # never past what is stored
+    two.assign()  # fetched from the committed offset
+    two.handle(range(100, 200), two.fetch())
+    assert two.counted() == 100
+    asyncio.run(two.service.flush(force=True))
+    assert stored(store) == 199
+    assert resets(two.service) == 0
+
+
+@pytest.mark.parametrize("broker", BROKERS, ids=["topic-ids", "no-topic-ids"])
+def test_a_partition_given_back_is_not_counted_twice(store: Store, broker: Broker) -> None:
+    committed: dict[TopicPartition, int] = {}
+    worker = Worker(store, broker, committed)
+    worker.assign()
+    batch = worker.fetch()
+    worker.handle(range(100), batch)
+    asyncio.run(worker.service.flush(force=True))
+    worker.handle(range(100, 150), batch)  # counted, not stored (the snapshot cadence)
+    assert committed[PARTITION] == 100
+    worker.revoke()
+    worker.assign()  # given back at once
+    worker.handle(range(150, 200), batch)  # the rest of the batch fetched before
+    assert worker.counted() == 150
+    worker.handle(range(150, 250), worker.fetch())  # fetched again: committed at 150
+    assert worker.counted() == 250
+    assert resets(worker.service) == 0
+    asyncio.run(worker.service.flush(force=True))
+    assert stored(store) == 249
+    assert committed[PARTITION] == 250
+
+
+@pytest.mark.parametrize("broker", BROKERS, ids=["topic-ids", "no-topic-ids"])
+def test_a_partition_given_back_fetched_from_behind_what_was_stored(
+    store: Store, broker: Broker
+) -> None:
+    """Kafka's commit failed (or was skipped): fetched again from further back than the
+    store; the events in between are already counted, and the log is the same."""
+    committed: dict[TopicPartition, int] = {}
+    worker = Worker(store, broker, committed)
+    worker.assign()
+    worker.handle(range(100), worker.fetch())
+    worker.revoke()
+    committed[PARTITION] = 40
+    worker.assign()
+    worker.handle(range(40, 150), worker.fetch())
+    assert worker.counted() == 150
+    assert resets(worker.service) == 0
