@@ -62,6 +62,33 @@ def stored_monitor_spec(body: Any, *, tenant: str, topic_prefix: str) -> Monitor
     return spec
 
 
+#: What tells one version of a monitor from another: its number, and when it was made
+#: (a monitor deleted and made again starts at version 1 again).
+RecordKey = tuple[int, datetime]
+
+
+def registry_changes(
+    known: Mapping[str, RecordKey], records: Sequence[MonitorRecord]
+) -> tuple[list[MonitorRecord], set[str]]:
+    """The records new or changed since ``known`` (a worker's last look), and the model
+    ids no longer in the registry.
+
+    >>> from datetime import UTC
+    >>> first, then = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    >>> again = MonitorRecord("m", "team-b", "api", False, 1, {}, None, then)
+    >>> [r.tenant for r in registry_changes({"m": (1, first)}, [again])[0]]
+    ['team-b']
+    >>> registry_changes({"m": (1, first), "gone": (3, first)}, [again])[1]
+    {'gone'}
+    """
+    changed = [r for r in records if known.get(r.model_id) != record_key(r)]
+    return changed, set(known) - {r.model_id for r in records}
+
+
+def record_key(record: MonitorRecord) -> RecordKey:
+    return record.version, record.updated_at
+
+
 _TARGET = TypeAdapter(Target)
 
 

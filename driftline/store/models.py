@@ -179,7 +179,7 @@ class DeliveryRowModel(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     trigger_id: Mapped[str] = mapped_column(String(64))
-    model_id: Mapped[str] = mapped_column(String(256))
+    model_id: Mapped[str] = mapped_column(String(256), index=True)
     target_type: Mapped[str] = mapped_column(String(32))
     target_url: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))  # pending | delivered | dead | cancelled

@@ -26,6 +26,7 @@ from driftline.store.models import (
     DeliveryAttemptRow,
     DeliveryRowModel,
     DisabledEndpointRow,
+    MonitorRow,
     TriggerRow,
     as_utc,
 )
@@ -91,9 +92,9 @@ def add_trigger(
     )
     if data.status != "fired":
         return True
-    # Fired by a worker that did not know yet that its monitor was deleted: recorded,
-    # and not delivered.
-    deleted = session.get(DeletedMonitorRow, data.model_id)
+    # Fired by a worker that did not know yet that its monitor was deleted (or deleted
+    # and made again by another tenant): recorded, and not delivered.
+    reason = _gone(session, data.model_id, tenant)
     for target in targets:
         session.add(
             DeliveryRowModel(
@@ -101,8 +102,8 @@ def add_trigger(
                 model_id=data.model_id,
                 target_type=target.type,
                 target_url=target.key,
-                status="pending" if deleted is None else "cancelled",
-                reason=None if deleted is None else deleted_reason(deleted.deleted_at),
+                status="pending" if reason is None else "cancelled",
+                reason=reason,
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
@@ -130,6 +131,32 @@ def undelete(session: Session, model_id: str) -> None:
 
 def deleted_reason(deleted_at: datetime) -> str:
     return f"its monitor was deleted at {as_utc(deleted_at).isoformat(timespec='seconds')}"
+
+
+def _gone(session: Session, model_id: str, tenant: str | None) -> str | None:
+    """Why a trigger of ``tenant``'s monitor of ``model_id`` is not to be delivered now:
+    that monitor was deleted (None: it is to be)."""
+    deleted = session.get(DeletedMonitorRow, model_id)
+    if deleted is not None:
+        return deleted_reason(deleted.deleted_at)
+    current = session.get(MonitorRow, model_id)
+    if tenant is not None and current is not None and current.tenant != tenant:
+        return "its monitor was deleted (the model id now belongs to another monitor)"
+    return None
+
+
+def _deleted_of(session: Session, model_ids: Collection[str]) -> dict[str, str]:
+    """Of these models, those whose monitor was deleted, with why their deliveries are
+    cancelled (a delivery recorded in a transaction that could not see the deletion is
+    cancelled when it comes due)."""
+    if not model_ids:
+        return {}
+    rows = session.execute(
+        select(DeletedMonitorRow.model_id, DeletedMonitorRow.deleted_at).where(
+            DeletedMonitorRow.model_id.in_(list(model_ids))
+        )
+    )
+    return {model_id: deleted_reason(deleted_at) for model_id, deleted_at in rows}
 
 
 def cancel_pending(session: Session, model_ids: Collection[str], reason: str) -> None:
@@ -209,8 +236,13 @@ class Outbox:
         )
         claimed = []
         with self._sessions.begin() as session:
-            self._cancel_deleted(session)
-            for row, payload in session.execute(query).all():
+            rows = session.execute(query).all()
+            deleted = _deleted_of(session, {row.model_id for row, _ in rows})
+            for model_id, reason in deleted.items():  # recorded as it was being deleted
+                cancel_pending(session, [model_id], reason)
+            for row, payload in rows:
+                if row.model_id in deleted:
+                    continue
                 delivery = _row(row, payload)
                 taken = session.execute(
                     update(DeliveryRowModel)
@@ -228,19 +260,6 @@ class Outbox:
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     claimed.append(delivery)
         return claimed
-
-    @staticmethod
-    def _cancel_deleted(session: Session) -> None:
-        """Pending deliveries of deleted monitors (one recorded as its monitor was being
-        deleted, in a transaction that could not see the deletion) are cancelled."""
-        for model_id, deleted_at in session.execute(
-            select(DeletedMonitorRow.model_id, DeletedMonitorRow.deleted_at).where(
-                DeletedMonitorRow.model_id.in_(
-                    select(DeliveryRowModel.model_id).where(DeliveryRowModel.status == "pending")
-                )
-            )
-        ):
-            cancel_pending(session, [model_id], deleted_reason(deleted_at))
 
     def record_attempt(
         self,

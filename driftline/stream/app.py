@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.kafka_clients import librdkafka_config
 from driftline.monitoring import Monitor
-from driftline.registry import runnable, target_labels
+from driftline.registry import record_key, registry_changes, runnable, target_labels
 from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
@@ -242,7 +242,7 @@ def create_app(
     app.service(stream)  # type: ignore[arg-type]
 
     records = store.monitor_records()
-    versions = {r.model_id: r.version for r in records}
+    versions = {r.model_id: record_key(r) for r in records}
     service.tenants = {r.model_id: r.tenant for r in records}
 
     async def refresh_monitors() -> None:
@@ -256,21 +256,20 @@ def create_app(
         changes: dict[str, Monitor | None] = {
             model_id: None for model_id in set(service.monitors) - set(current)
         }
-        for model_id, record in current.items():
-            if versions.get(model_id) != record.version:
-                changes[model_id] = await asyncio.to_thread(
-                    runnable, record, store, file_specs or {}
-                )
+        changed, deleted = registry_changes(versions, records)
+        for record in changed:
+            changes[record.model_id] = await asyncio.to_thread(
+                runnable, record, store, file_specs or {}
+            )
         if changes:
             await service.reconcile(changes)
-        deleted = set(versions) - set(current)
         if deleted:  # its series leave /metrics (tenants' churn must not grow them)
             for model_id in deleted:
                 service.metrics.forget_model(model_id)
             in_use = target_labels((r.spec for r in records), settings.topic_prefix)
             service.metrics.forget_targets(in_use)
         versions.clear()
-        versions.update({r.model_id: r.version for r in records})
+        versions.update({r.model_id: record_key(r) for r in records})
         service.tenants = {r.model_id: r.tenant for r in records}
 
     app.timer(interval=settings.monitors_refresh_s)(refresh_monitors)

@@ -562,7 +562,15 @@ def test_pausing_a_monitor_keeps_its_retrying_delivery_and_deleting_it_cancels(
 
     _running_api_monitor(api, "d-model", "http://127.0.0.1:9/nobody", data)
     gone = _alert(api, "d-model", "d1d1d1d1")
+    # Deleted, and made again at once by another tenant (within one refresh of the
+    # workers; its version is 1 again, as the deleted one's was).
+    again = {
+        "model_id": "d-model",
+        "window": {"duration": "2m"},
+        "features": [{"name": "amount", "kind": "numeric"}],
+    }
     assert api.call("DELETE", "/v1/monitors/d-model", "a-admin")[0] == 200
+    assert api.call("POST", "/v1/monitors", "b-write", again)[0] == 201
     cancelled = api.call("GET", "/v1/deliveries?status=cancelled", "a-read")[2]["deliveries"]
     (row,) = [d for d in cancelled if d["trigger_id"] == gone]
     assert row["reason"].startswith("its monitor was deleted at ")
@@ -571,3 +579,16 @@ def test_pausing_a_monitor_keeps_its_retrying_delivery_and_deleting_it_cancels(
     assert api.call("GET", f"/v1/deliveries/{row['id']}", "b-write")[0] == 404
     others = api.call("GET", "/v1/deliveries?status=cancelled", "b-write")[2]["deliveries"]
     assert all(d["trigger_id"] != gone for d in others)
+
+    def runs_as_b() -> bool:
+        models = api.call("GET", "/v1/models", "b-write")[2]["models"]
+        return any(
+            m["model_id"] == "d-model"
+            and m["tenant"] == "team-b"
+            and m["window"]["duration"] == 120.0
+            for m in models
+        )
+
+    wait_until(runs_as_b, 30, "the new d-model to run")
+    a_models = api.call("GET", "/v1/models", "a-read")[2]["models"]
+    assert all(m["model_id"] != "d-model" for m in a_models)

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine, text
 from driftline.cli import cli
 from driftline.exceptions import StoreError
 from driftline.store import Store
-from driftline.store.migrate import current_revision, head_revision, upgrade
+from driftline.store.migrate import _config, current_revision, head_revision, upgrade
 from driftline.store.models import Base
 from driftline.store.repository import create_store_engine
 
@@ -47,6 +48,37 @@ def test_concurrent_upgrades_run_once(database_url: str) -> None:
     assert errors == []
     engine = create_store_engine(database_url)
     assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_models_deleted_before_they_were_remembered_are_taken_for_deleted(
+    database_url: str,
+) -> None:
+    """Upgrading a database whose deliveries outlived their monitor: none of them is sent."""
+    engine = create_store_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(_config(connection), "0009")
+        connection.execute(
+            text(
+                "INSERT INTO monitors (model_id, spec, updated_at, tenant, source,"
+                " paused, version) VALUES ('kept', '{}', :now, 'team-a', 'api', false, 1)"
+            ),
+            {"now": "2026-01-01 00:00:00"},
+        )
+        for number, model in enumerate(["kept", "gone", "gone"]):
+            connection.execute(
+                text(
+                    "INSERT INTO deliveries (trigger_id, model_id, target_type, target_url,"
+                    " status, attempts, next_attempt_at, created_at, tenant)"
+                    " VALUES (:trigger, :model, 'webhook', 'http://x', 'pending', 0, :now,"
+                    " :now, 'team-b')"
+                ),
+                {"trigger": f"t{number}", "model": model, "now": "2026-01-01 00:00:00"},
+            )
+    upgrade(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT model_id, tenant FROM deleted_monitors")).all()
+    assert [tuple(row) for row in rows] == [("gone", "team-b")]
     engine.dispose()
 
 

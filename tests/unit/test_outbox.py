@@ -274,3 +274,21 @@ def test_a_trigger_fired_after_its_monitor_was_deleted_is_not_delivered(
     store.create_monitor(spec, NOW)  # made again
     store.record_results(reports, fired[2:], {"m": spec.targets}, NOW, tenants={"m": "team-a"})
     assert store.deliveries(fired[2].data.trigger_id)[0]["status"] == "pending"
+
+
+def test_a_trigger_of_a_monitor_deleted_and_made_again_by_another_tenant_is_not_delivered(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    spec = api_monitor("http://127.0.0.1:9/a")
+    store.create_monitor(spec, NOW)
+    assert store.delete_monitor("m", NOW)
+    store.create_monitor(spec.model_copy(update={"tenant": "team-b"}), NOW)
+    reports, fired = triggers(2)
+    # A worker still running team-a's monitor fires; then one running team-b's.
+    store.record_results(reports, fired[:1], {"m": spec.targets}, NOW, tenants={"m": "team-a"})
+    store.record_results(reports, fired[1:], {"m": spec.targets}, NOW, tenants={"m": "team-b"})
+    old, new = (store.deliveries(t.data.trigger_id)[0] for t in fired)
+    assert (old["status"], old["tenant"]) == ("cancelled", "team-a")
+    assert "another monitor" in old["reason"]
+    assert (new["status"], new["tenant"]) == ("pending", "team-b")
