@@ -9,12 +9,13 @@ The worker judges ``window.max_future`` against each message's Kafka timestamp; 
 file has none, so each line gets one: its ``kafka_ts`` (the Kafka timestamp, epoch
 milliseconds as Kafka keeps it, or an RFC 3339 string) when the line carries one; else
 the time a producer that sends events as they happen would have sent it at, estimated
-from the file: the second newest of the newest event times of the lines around it
-(``SEND_TIME_LINES`` before, itself, as many after; fewer at the ends of the file). As
-late as the file's clock goes there, but for one stray event: a far-future event is
-refused as the worker refuses it, while the last lines of a file, the first after a
-quiet night, and those before a backfill of old events are not. (Several far-future
-events within that many lines are taken for the clock: give such lines a ``kafka_ts``.)
+from the file: the second newest of the newest event times of its model's lines around
+it (``SEND_TIME_LINES`` before, itself, as many after; fewer at the ends of the file).
+As late as that model's clock goes there, but for one stray event: a far-future event
+is refused as the worker refuses it, while the last lines of a file, the first after a
+quiet night, those before a backfill of old events, and a model whose producer runs
+ahead of another's are not. (Several far-future events of a model within that many of
+its lines are taken for its clock: give such lines a ``kafka_ts``.)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +56,10 @@ EVENT_COLUMNS = (
 )
 #: The Kafka timestamp a line or Parquet row may carry (epoch ms, or RFC 3339).
 KAFKA_TS = "kafka_ts"
-#: Lines on each side of a line without ``kafka_ts`` whose event times estimate when it
-#: was sent.
+#: Lines of its model on each side of a line without ``kafka_ts`` whose event times
+#: estimate when it was sent, looked for within the next ``LOOKAHEAD_LINES`` lines.
 SEND_TIME_LINES = 10
+LOOKAHEAD_LINES = 1000
 
 
 def read_events(path: Path) -> Iterator[SourceMessage]:
@@ -74,14 +77,15 @@ def read_events(path: Path) -> Iterator[SourceMessage]:
     return stamped(lines)
 
 
-def _json_lines(path: Path) -> Iterator[tuple[SourceMessage, float | None, float | None]]:
+def _json_lines(path: Path) -> Iterator[Line]:
     try:
         with path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
                     value = line.rstrip(b"\r\n")
                     message = SourceMessage(None, value, str(path), 0, number)
-                    yield message, *_times(_json(value))
+                    body = _json(value)
+                    yield message, *_times(body), _model(body)
     except FileNotFoundError:
         raise ReferenceDataError(f"events file {path} not found") from None
 
@@ -108,6 +112,11 @@ def _times(body: Any) -> tuple[float | None, float | None]:
     return _kafka_seconds(body.get(KAFKA_TS)), newest
 
 
+def _model(body: Any) -> str | None:
+    model = body.get("model_id") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def _seconds(value: Any) -> float | None:
     if value is None:
         return None
@@ -126,36 +135,48 @@ def _kafka_seconds(value: Any) -> float | None:
     return _seconds(value) if isinstance(value, str) else None
 
 
-def stamped(
-    lines: Iterable[tuple[SourceMessage, float | None, float | None]],
-) -> Iterator[SourceMessage]:
-    """Each message with its Kafka timestamp: its own ``kafka_ts``, or the second newest
-    of the newest event times of the ``SEND_TIME_LINES`` lines on each side and its own.
+#: A stamped line: its message, its ``kafka_ts``, its newest event time and its model.
+Line = tuple[SourceMessage, float | None, float | None, str | None]
 
-    >>> def line(n, newest):
-    ...     return SourceMessage(None, b"{}", "f", 0, n), None, newest
+
+def stamped(lines: Iterable[Line]) -> Iterator[SourceMessage]:
+    """Each message with its Kafka timestamp: its own ``kafka_ts``, or the second newest
+    of the newest event times of its model's ``SEND_TIME_LINES`` lines on each side
+    (within the next ``LOOKAHEAD_LINES`` lines of the file) and its own. By model: one
+    model's producer may lag another's (a batch uploader behind a live server).
+
+    >>> def line(n, newest, model="m"):
+    ...     return SourceMessage(None, b"{}", "f", 0, n), None, newest, model
     >>> times = [100.0, 101.0, 10_000.0, 102.0, 103.0]  # a far-future line in the middle
     >>> [m.timestamp for m in stamped(line(n, t) for n, t in enumerate(times))]
     [103.0, 103.0, 103.0, 103.0, 103.0]
+    >>> mixed = [line(0, 700.0, "live"), line(1, 100.0, "late"), line(2, 101.0, "late")]
+    >>> [m.timestamp for m in stamped(mixed)]  # each by its own model's lines
+    [700.0, 100.0, 100.0]
     """
-    ahead: deque[tuple[SourceMessage, float | None, float | None]] = deque()
-    before: deque[float] = deque(maxlen=SEND_TIME_LINES)
+    ahead: deque[Line] = deque()
+    before: dict[str | None, deque[float]] = {}
+    later: dict[str | None, deque[float | None]] = {}
 
     def emit() -> SourceMessage:
-        message, kafka_ts, newest = ahead.popleft()
+        message, kafka_ts, newest, model = ahead.popleft()
+        coming = later[model]
+        coming.popleft()  # its own
+        past = before.setdefault(model, deque(maxlen=SEND_TIME_LINES))
         if kafka_ts is None:
-            around = [*before, *([] if newest is None else [newest])]
-            around += [t for _, _, t in ahead if t is not None]
+            around = [*past, *([] if newest is None else [newest])]
+            around += [t for t in islice(coming, SEND_TIME_LINES) if t is not None]
             kafka_ts = _second_newest(around)
         if newest is not None:
-            before.append(newest)
+            past.append(newest)
         return SourceMessage(
             message.key, message.value, message.topic, message.partition, message.offset, kafka_ts
         )
 
     for item in lines:
         ahead.append(item)
-        if len(ahead) > SEND_TIME_LINES:
+        later.setdefault(item[3], deque()).append(item[2])
+        if len(ahead) > LOOKAHEAD_LINES:
             yield emit()
     while ahead:
         yield emit()
@@ -169,7 +190,7 @@ def _second_newest(values: list[float]) -> float | None:
     return newest[-1]
 
 
-def _parquet_events(path: Path) -> Iterator[tuple[SourceMessage, float | None, float | None]]:
+def _parquet_events(path: Path) -> Iterator[Line]:
     try:
         table = pq.read_table(path)
     except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
@@ -184,7 +205,8 @@ def _parquet_events(path: Path) -> Iterator[tuple[SourceMessage, float | None, f
             row["features"] if "features" in row else {name: row[name] for name in features}
         )
         message = SourceMessage(None, orjson.dumps(event, default=str), str(path), 0, number)
-        yield message, _kafka_seconds(row.get(KAFKA_TS)), _seconds(event.get("ts"))
+        newest = _seconds(event.get("ts"))
+        yield message, _kafka_seconds(row.get(KAFKA_TS)), newest, _model(event)
 
 
 class Replay:

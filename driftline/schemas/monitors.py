@@ -380,12 +380,22 @@ def resolves_secrets(info: ValidationInfo) -> bool:
     return bool((info.context or {}).get("resolve_secrets", True))
 
 
+#: The longest timeout of a target's call: an attempt's lease is reckoned from it.
+MAX_TARGET_TIMEOUT_S = 3600.0
+
+
 class _Target(_Strict):
     name: str | None = Field(
         None, max_length=128, description="Label of the target in metrics; derived if omitted."
     )
-    timeout_s: float = Field(10.0, gt=0, description="Per-attempt timeout in seconds.")
-    max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is dead.")
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=MAX_TARGET_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Timeout of each call of an attempt, in seconds (at most an hour).",
+    )
+    max_attempts: int = Field(8, ge=1, le=1000, description="Attempts before a delivery is dead.")
 
 
 class WebhookTarget(_Target):

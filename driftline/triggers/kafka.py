@@ -20,6 +20,20 @@ from driftline.store import DeliveryRow
 from driftline.stream.topics import ensure_topics
 from driftline.triggers.delivery import Delivery
 
+#: The message timeouts of the producers Kafka targets share.
+MESSAGE_TIMEOUTS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def message_timeout_s(timeout_s: float) -> float:
+    """The message timeout of the producer of targets with this ``timeout_s``: the
+    longest of ``MESSAGE_TIMEOUTS_S`` that gives up before the attempt's wait ends.
+
+    >>> message_timeout_s(10.0), message_timeout_s(0.05), message_timeout_s(45.0)
+    (10.0, 1.0, 30.0)
+    """
+    fitting = [t for t in MESSAGE_TIMEOUTS_S if t <= timeout_s + 1.0]
+    return max(fitting, default=MESSAGE_TIMEOUTS_S[0])
+
 
 class KafkaSender:
     """Publishes retraining events with idempotent producers (acks from all replicas)."""
@@ -34,16 +48,17 @@ class KafkaSender:
         self._topics: set[str] = set()
 
     def _producer(self, timeout_s: float) -> Producer:
-        """The producer of targets with this timeout, made at its first send (a worker
-        without Kafka targets has none).
+        """The producer of targets with about this timeout, made at its first send (a
+        worker without Kafka targets has none).
 
-        Its ``message.timeout.ms`` is the target's ``timeout_s``: librdkafka gives up on
-        a message then, and reports it, before the attempt stops waiting. So an attempt
-        ends knowing whether its message went (a producer shared by a longer timeout
-        would still be holding it, to send it after the attempt was given up, and the
-        retry would send it again).
+        Its ``message.timeout.ms`` is the longest of ``MESSAGE_TIMEOUTS_S`` within the
+        target's wait (``timeout_s`` + 2 s after the produce call): librdkafka gives up
+        on a message then, and reports it, before the attempt stops waiting. So an
+        attempt ends knowing whether its message went (a producer of a longer timeout
+        would still hold it, to send it after the attempt was given up, and the retry
+        would send it again). Targets' timeouts share a few producers, not one each.
         """
-        timeout_ms = max(1, int(timeout_s * 1000))
+        timeout_ms = int(message_timeout_s(timeout_s) * 1000)
         producer = self._producers.get(timeout_ms)
         if producer is None:
             producer = self._producers[timeout_ms] = Producer(
@@ -91,8 +106,8 @@ class KafkaSender:
             )
         except (BufferError, KafkaException, ValueError) as exc:
             return Delivery(False, None, f"produce failed: {exc}", time.perf_counter() - started)
-        # The producer's message.timeout.ms is this target's timeout, so waiting a little
-        # longer than that (from the produce call) ends with a definite outcome, within
+        # The producer's message.timeout.ms is at most this target's timeout + 1 s, so
+        # waiting longer than that (from the produce call) ends with a definite outcome, within
         # the relay's bound of the attempt (its topic check and this).
         deadline = time.perf_counter() + target.timeout_s + 2.0
         while not outcome and time.perf_counter() < deadline:

@@ -22,7 +22,12 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from driftline.schemas.monitors import Target, WebhookTarget, describe_config_error
+from driftline.schemas.monitors import (
+    MAX_TARGET_TIMEOUT_S,
+    Target,
+    WebhookTarget,
+    describe_config_error,
+)
 from driftline.store import DeliveryRow, Store
 from driftline.triggers.delivery import Delivery, Sender
 
@@ -36,14 +41,15 @@ MAX_RETRY_AFTER_S = 3600.0
 #: Deliveries attempted at once: a hanging receiver holds one slot, not the relay.
 CONCURRENCY = 8
 #: Calls an attempt may make, each bounded by the target's ``timeout_s``: a webhook
-#: POST; a Kafka topic check and a send; a Kubeflow lookup, pipeline lookup and create.
-ATTEMPT_CALLS = {"webhook": 1, "kafka": 2, "kubeflow": 3}
+#: POST; a Kafka topic check (a listing and a creation) and a send; a Kubeflow lookup,
+#: pipeline lookup and create.
+ATTEMPT_CALLS = {"webhook": 1, "kafka": 3, "kubeflow": 3}
 #: An attempt's bound beyond its calls' timeouts, and a lease's beyond the attempt's
 #: (clock skew between workers, a slow store write).
 ATTEMPT_SLACK_S = 5.0
 LEASE_MARGIN_S = 30.0
-#: The per-call timeout assumed for a delivery recorded before deliveries carried their
-#: target (its target's own is not known when it is claimed): the most a target has.
+#: The per-call bound of an attempt of a delivery recorded before deliveries carried
+#: their target (its target's own timeout is not known when it is claimed).
 UNKNOWN_TIMEOUT_S = 60.0
 
 #: Called with each attempt's delivery, target (None if unknown) and outcome.
@@ -65,15 +71,24 @@ def backoff_seconds(attempts: int, rng: random.Random) -> float:
 
 def attempt_limit_s(target: Mapping[str, Any]) -> float:
     """How long one attempt to this (stored) target may take at most: its calls'
-    timeouts and some slack (a target without its timeout: the most one has).
+    timeouts and some slack (a target recorded without its timeout: a minute a call;
+    one whose timeout is out of bounds: an hour, the most a target may have).
 
     >>> attempt_limit_s({"type": "kubeflow", "timeout_s": 10.0})
     35.0
     >>> attempt_limit_s({"type": "webhook"})  # recorded before deliveries kept targets
     65.0
+    >>> attempt_limit_s({"type": "webhook", "timeout_s": float("nan")})
+    3605.0
     """
     calls = ATTEMPT_CALLS.get(str(target.get("type", "webhook")), max(ATTEMPT_CALLS.values()))
-    return calls * float(target.get("timeout_s", UNKNOWN_TIMEOUT_S)) + ATTEMPT_SLACK_S
+    try:  # a stored target is checked; whatever it holds, a delivery must stay claimable
+        timeout = float(target.get("timeout_s", UNKNOWN_TIMEOUT_S))
+    except (TypeError, ValueError):
+        timeout = MAX_TARGET_TIMEOUT_S
+    if not 0 < timeout <= MAX_TARGET_TIMEOUT_S:
+        timeout = MAX_TARGET_TIMEOUT_S
+    return calls * timeout + ATTEMPT_SLACK_S
 
 
 def bounds_of(delivery: DeliveryRow) -> Mapping[str, Any]:

@@ -167,6 +167,13 @@ def test_target_types_and_their_defaults(tmp_path: Path, monkeypatch: pytest.Mon
         ({"type": "kafka", "topic": "bad topic"}, "models[0].targets[0].topic", "pattern"),
         ({"type": "sms", "to": "+1"}, "models[0].targets[0]", "webhook (the default), kubeflow"),
         ({"url": "http://x/", "secret": []}, "models[0].targets[0]", "at least one secret"),
+        ({"url": "http://x/", "timeout_s": 86400}, "models[0].targets[0].timeout_s", "3600"),
+        (
+            {"url": "http://x/", "timeout_s": float("inf")},
+            "models[0].targets[0].timeout_s",
+            "finite",
+        ),
+        ({"type": "kafka", "max_attempts": 10**6}, "models[0].targets[0].max_attempts", "1000"),
     ],
 )
 def test_target_errors_name_the_field(
