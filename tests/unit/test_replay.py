@@ -1,5 +1,6 @@
 """``driftline replay``: the worker's processing over a file, deterministic, JSONL or Parquet."""
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,8 +245,11 @@ def test_replay_refuses_a_far_future_event_as_the_worker_does(
     assert "  future: event time " in result.stderr
 
 
-def _refused_as_future(times: list[float], tmp_path: Path) -> list[int]:
-    """The lines (one event each, at these times) that replay refuses as future."""
+def _refused_as_future(
+    times: list[float], tmp_path: Path, models: list[str] | None = None
+) -> list[int]:
+    """The lines (one event each, at these times, of these models) that replay refuses
+    as future."""
     from driftline.replay import Replay, read_events
     from tests.unit.helpers import make_monitor
 
@@ -253,13 +257,23 @@ def _refused_as_future(times: list[float], tmp_path: Path) -> list[int]:
     path.write_bytes(
         b"".join(
             orjson.dumps(
-                {"model_id": "m", "event_id": f"e{n}", "ts": t, "features": {"x": 0.1, "c": "a"}}
+                {
+                    "model_id": (models or ["m"] * len(times))[n],
+                    "event_id": f"e{n}",
+                    "ts": t,
+                    "features": {"x": 0.1, "c": "a"},
+                }
             )
             + b"\n"
             for n, t in enumerate(times)
         )
     )
-    out = Replay({"m": make_monitor()}).run(read_events(path), flush=True)
+    base = make_monitor()
+    monitors = {
+        m: dataclasses.replace(base, spec=base.spec.model_copy(update={"model_id": m}))
+        for m in set(models or ["m"])
+    }
+    out = Replay(monitors).run(read_events(path), flush=True)
     return [d.source.offset for d in out if getattr(d, "reason", None) == "future"]
 
 
@@ -292,3 +306,11 @@ SEND_TIME_CASES = {
 def test_replay_refuses_as_future_what_a_live_worker_would(case: str, tmp_path: Path) -> None:
     times, future = SEND_TIME_CASES[case]
     assert _refused_as_future(times, tmp_path) == future
+
+
+def test_replay_stamps_each_model_by_its_own_producer(tmp_path: Path) -> None:
+    """A batch uploader two hours behind writes most lines; a live server's lines, one
+    in 15, are not taken for far-future events of the uploader's clock."""
+    models = ["live" if n % 15 == 7 else "uploader" for n in range(150)]
+    times = [START + 10 * n + (0 if m == "live" else -2 * 3600) for n, m in enumerate(models)]
+    assert _refused_as_future(times, tmp_path, models) == []
