@@ -20,7 +20,7 @@ from driftline.store import Store
 from driftline.triggers.relay import OutboxRelay, lease_s
 from driftline.triggers.webhook import WebhookSender
 from tests.integration.receivers import FlakyWebhook, serving
-from tests.unit.helpers import SECRET
+from tests.unit.helpers import SECRET, mark_delivered
 from tests.unit.test_store import NOW, drifting_results
 
 
@@ -108,16 +108,7 @@ def test_the_lease_of_a_dead_relay_expires_and_is_taken_over(store: Store) -> No
     (taken,) = store.claim_due(NOW + timedelta(seconds=held + 1), "another", lease_s)
     assert taken.id == claimed.id
     later = NOW + timedelta(seconds=held + 2)
-    moved = store.record_attempt(
-        taken.id,
-        status="delivered",
-        http_status=204,
-        error=None,
-        latency_s=0.1,
-        next_attempt_at=later,
-        now=later,
-        owner="another",
-    )
+    moved = mark_delivered(store, taken.id, later, owner="another")
     assert moved
     # The crashed relay comes back with its old attempt: logged, but it changes nothing.
     stale = store.record_attempt(
@@ -192,15 +183,7 @@ def test_deleting_a_monitor_cancels_its_pending_deliveries(
     reports, fired = triggers(2)
     store.record_results(reports, fired, {"m": spec.targets}, NOW, tenants={"m": "team-a"})
     first = store.deliveries()[-1]
-    store.record_attempt(
-        first["id"],
-        status="delivered",
-        http_status=204,
-        error=None,
-        latency_s=0.1,
-        next_attempt_at=NOW,
-        now=NOW,
-    )
+    mark_delivered(store, first["id"], NOW)
     assert store.delete_monitor("m", NOW)
     rows = {r["trigger_id"]: r for r in store.deliveries(tenant="team-a", models=[])}
     assert rows[first["trigger_id"]]["status"] == "delivered"  # what was done stays

@@ -10,7 +10,7 @@ from driftline.detectors.profile import ReferenceProfile
 from driftline.schemas.monitors import WebhookTarget
 from driftline.store import Store
 from driftline.stream.processing import MonitorState
-from tests.unit.helpers import SECRET, make_monitor, make_rows
+from tests.unit.helpers import SECRET, make_monitor, make_rows, mark_delivered
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -82,15 +82,7 @@ def test_due_deliveries_and_attempts(store: Store) -> None:
     assert store.due_deliveries(NOW) == []
     (again,) = store.due_deliveries(later)
     assert again.attempts == 1
-    store.record_attempt(
-        due.id,
-        status="delivered",
-        http_status=204,
-        error=None,
-        latency_s=0.01,
-        next_attempt_at=later,
-        now=later,
-    )
+    mark_delivered(store, due.id, later)
     assert store.due_deliveries(later + timedelta(days=1)) == []
     (row,) = store.deliveries(triggers[0].data.trigger_id)
     assert row["status"] == "delivered"
@@ -128,15 +120,7 @@ def test_prune_keeps_recent_rows_and_pending_deliveries(store: Store) -> None:
     assert store.prune(NOW - timedelta(days=30), NOW - timedelta(days=30)) == (3, 0)
     assert len(store.reports("m", limit=100)) == len(reports) - 3
     (delivery,) = store.deliveries()  # pending: never pruned, however old
-    store.record_attempt(
-        delivery["id"],
-        status="delivered",
-        http_status=204,
-        error=None,
-        latency_s=0.1,
-        next_attempt_at=NOW,
-        now=NOW,
-    )
+    mark_delivered(store, delivery["id"], NOW)
     assert store.prune(NOW - timedelta(days=30), NOW - timedelta(days=30)) == (0, 1)
     assert store.deliveries() == []
     assert len(store.triggers()) == 1  # the audit record stays
