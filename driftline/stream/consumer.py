@@ -14,9 +14,10 @@ topics (which have one partition count) to the same worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
@@ -36,35 +37,67 @@ log = logging.getLogger(__name__)
 EXIT_UNEXPECTED = 70
 
 
+class _Positions:
+    """When this worker's fetch positions last moved: at a rebalance (all of them), and
+    when partitions are read again from their start (those). A fetched batch is current
+    for a partition unless its position moved after the batch was fetched: its rest
+    belongs to another worker now, or is fetched again."""
+
+    def __init__(self) -> None:
+        self.moves = 0
+        self._rebalanced_at = 0
+        self._sought_at: dict[tuple[str, int], int] = {}
+        #: Set once the partitions assigned have been checked (cleared at a rebalance).
+        self.checked = asyncio.Event()
+
+    def rebalancing(self) -> None:
+        self.moves += 1
+        self._rebalanced_at = self.moves
+        self._sought_at.clear()
+        self.checked.clear()
+
+    def sought(self, partitions: Collection[tuple[str, int]]) -> None:
+        self.moves += 1
+        for key in partitions:
+            self._sought_at[key] = self.moves
+
+    def current(self, fetched_after: int, topic: str, partition: int) -> bool:
+        return fetched_after >= max(self._rebalanced_at, self._sought_at.get((topic, partition), 0))
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Stores what is counted before partitions move, and checks the logs of those
-    assigned; ``on_revoke`` runs first at each rebalance (it ends what was fetched before).
-    """
+    assigned before any of their events is counted."""
 
     def __init__(
-        self,
-        service: DriftService,
-        consumer: AIOKafkaConsumer,
-        on_revoke: Callable[[], None] = lambda: None,
+        self, service: DriftService, consumer: AIOKafkaConsumer, positions: _Positions
     ) -> None:
         self._service = service
         self._consumer = consumer
-        self._on_revoke = on_revoke
+        self._positions = positions
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # Awaited before the group rebalances; the service's lock waits for a batch in
         # progress. What is counted is stored before the partitions move away.
-        self._on_revoke()
+        self._positions.rebalancing()
         await self._service.flush(force=True)
         self._service.revoke({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-        # Before anything is fetched: stored offsets of another log are reset, and such
-        # a partition is read from its start (whatever Kafka's committed offset says).
-        resets = await self._service.assign({(tp.topic, tp.partition) for tp in assigned})
-        if resets:
-            self._consumer.seek_to_beginning(*(TopicPartition(t, p) for t, p in sorted(resets)))
+        # aiokafka fetches the new partitions (from Kafka's committed offset) while this
+        # runs: their batches wait until it is done. Stored offsets of another log are
+        # reset and such a partition is read from its start; what was fetched of it
+        # before is not counted.
+        try:
+            resets = await self._service.assign({(tp.topic, tp.partition) for tp in assigned})
+            if resets:
+                self._consumer.seek_to_beginning(*(TopicPartition(t, p) for t, p in sorted(resets)))
+                self._positions.sought(resets)
+        except Exception:
+            log.critical("unexpected error checking assigned partitions; stopping", exc_info=True)
+            os._exit(EXIT_UNEXPECTED)
+        self._positions.checked.set()
 
 
 class StreamConsumer(Service):
@@ -84,8 +117,7 @@ class StreamConsumer(Service):
         self._bootstrap = bootstrap
         self._topics = list(topics)
         self.consumer: AIOKafkaConsumer | None = None
-        #: Rebalances so far: what was fetched before the latest one is not counted here.
-        self._rebalances = 0
+        self._positions = _Positions()
 
     async def on_start(self) -> None:
         session_ms = int(self._settings.session_timeout_s * 1000)
@@ -101,7 +133,7 @@ class StreamConsumer(Service):
             max_partition_fetch_bytes=8 * 2**20,
             fetch_max_bytes=64 * 2**20,
         )
-        listener = _Rebalance(self._service, self.consumer, self._rebalanced)
+        listener = _Rebalance(self._service, self.consumer, self._positions)
         self.consumer.subscribe(self._topics, listener=listener)
         await self.consumer.start()
 
@@ -136,42 +168,45 @@ class StreamConsumer(Service):
                 for tp, batch in records.items()
                 for r in batch
             ]
-            fetched_after = self._rebalances  # no await since getmany returned
+            fetched_after = self._positions.moves  # no await since getmany returned
             for part in _parts(messages, self._settings.batch_max_bytes):
                 await self._handle(part, fetched_after)
-
-    def _rebalanced(self) -> None:
-        self._rebalances += 1
 
     async def _handle(self, messages: list[SourceMessage], fetched_after: int) -> None:
         """Process and (when due) store one batch, then commit its offsets to Kafka.
 
-        A batch fetched before a rebalance (its rest, handled while or after the group
-        rebalances) is not counted: its partitions may be another worker's now, or
-        given back to this one, which fetches them again from Kafka's committed offset.
-        aiokafka returns nothing while the group rebalances, so a batch fetched after
-        the latest revocation is of the assignment that followed it.
+        The events of a partition whose position moved since the batch was fetched (a
+        rebalance, a read from the start) are not counted here: the partition is
+        another worker's now, or fetched again. aiokafka returns nothing while the group
+        rebalances, and a batch of the new assignment waits until its partitions are
+        checked. Kafka's committed offset is what the store holds, never more: a worker
+        resumes from it, and skips only what is stored as counted.
         """
         consumer = self.consumer
         assert consumer is not None
-        ends = {
-            TopicPartition(m.topic, m.partition): m.offset + 1
-            for m in messages  # in offset order per partition: the last wins
-        }
+        positions = self._positions
+        await positions.checked.wait()
+        partitions = {(m.topic, m.partition) for m in messages}
 
-        async def commit(offsets: dict[TopicPartition, int] = ends) -> None:
-            # The store holds the truth; Kafka's offsets only save re-reading.
-            mine = {tp: o for tp, o in offsets.items() if tp in consumer.assignment()}
+        async def commit() -> None:
+            stored = {key: self._service.stored_offset(*key) for key in partitions}
+            owned = consumer.assignment()
+            mine = {
+                tp: offset + 1
+                for (topic, partition), offset in stored.items()
+                if offset is not None and (tp := TopicPartition(topic, partition)) in owned
+            }
             try:
                 if mine:
                     await consumer.commit(mine)
             except (CommitFailedError, KafkaError) as exc:
                 log.info("Kafka offset commit skipped (%s); the store has them", exc)
 
+        def current(topic: str, partition: int) -> bool:
+            return positions.current(fetched_after, topic, partition)
+
         try:
-            await self._service.handle(
-                messages, commit, current=lambda: self._rebalances == fetched_after
-            )
+            await self._service.handle(messages, commit, owned=current)
         except Exception:
             # Never move past a batch that was not stored: later offsets would be
             # recorded as counted and this batch lost. Stop; a restart resumes exactly.

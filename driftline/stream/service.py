@@ -145,7 +145,7 @@ class DriftService:
         self,
         messages: Sequence[SourceMessage],
         on_durable: Acknowledge | None = None,
-        current: Callable[[], bool] | None = None,
+        owned: Callable[[str, int], bool] | None = None,
     ) -> None:
         """Process one batch; ``on_durable`` runs once its effects are stored (ack it then).
 
@@ -155,21 +155,24 @@ class DriftService:
         Events at or below a partition's stored offset were counted before a restart and
         are skipped, so nothing is counted twice.
 
-        ``current`` (when given) says whether the batch is still this worker's to count
-        once the lock is held: a batch fetched before a rebalance is left alone (its
-        partitions are another worker's now, or fetched again), and not acknowledged.
+        ``owned`` (when given) says, once the lock is held, whether a partition's events
+        in this batch are still this worker's to count: those of partitions given away
+        or read again since the batch was fetched are left alone. A batch with none left
+        is not acknowledged.
         """
         started = time.perf_counter()
         async with self._lock:
-            if current is not None and not current():
-                return
+            if owned is not None:
+                messages = [m for m in messages if owned(m.topic, m.partition)]
+                if not messages:
+                    return
             await self._load_partitions({(m.topic, m.partition) for m in messages})
             fresh = self._fresh(messages)
             rewound = self._rewound(messages)
             # Events "already counted": of this log, or of one that replaced it? Asked
             # afresh when the log went back (else the ids of the last few seconds do).
             stale = self._stale(messages) if len(fresh) < len(messages) else set()
-            if stale and await self._check_logs(stale, rewound=stale & rewound):
+            if stale and await self._check_logs(stale, fresh=bool(stale & rewound)):
                 fresh = self._fresh(messages)
             self.metrics.events_already_counted.inc(len(messages) - len(fresh))
             result = self.processor.process(fresh, datetime.now(UTC))
@@ -195,9 +198,15 @@ class DriftService:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _fresh(self, messages: Sequence[SourceMessage]) -> list[SourceMessage]:
-        """The messages not counted yet (after their partition's stored offset)."""
-        offsets = self._offsets
-        return [m for m in messages if m.offset > offsets.get((m.topic, m.partition), -1)]
+        """The messages not counted yet: after their partition's stored offset, and after
+        those counted but not stored yet (a consumer sent back to the start of the same
+        log, as aiokafka does when its position is out of range)."""
+        stored, pending = self._offsets, self._pending.offsets
+
+        def counted(key: tuple[str, int]) -> int:
+            return max(stored.get(key, -1), pending.get(key, -1))
+
+        return [m for m in messages if m.offset > counted((m.topic, m.partition))]
 
     def _stale(self, messages: Sequence[SourceMessage]) -> set[tuple[str, int]]:
         offsets = self._offsets
@@ -236,23 +245,17 @@ class DriftService:
             return await self._check_logs(partitions, fresh=True)
 
     async def _check_logs(
-        self,
-        partitions: set[tuple[str, int]],
-        fresh: bool = False,
-        rewound: set[tuple[str, int]] | None = None,
+        self, partitions: set[tuple[str, int]], fresh: bool = False
     ) -> set[tuple[str, int]]:
         """Reset the offsets (in memory and stored) of these partitions that belong to
-        another log than the one read now; returns them. ``fresh``: the broker is asked
-        now (not its answer of the last few seconds reused), as it is when a partition's
-        offsets went back (``rewound``); where no topic id can tell, going back is
-        itself the sign of another log.
+        another log than the one read now (``fresh``: asked of the broker now, not
+        taken from its answer of the last few seconds); returns them.
         """
         if self._logs is None or not partitions:
             return set()
         logs = self._logs
-        rewound = rewound or set()
         topics = {topic for topic, _ in partitions}
-        current = await asyncio.to_thread(logs.identities, topics, fresh or bool(rewound))
+        current = await asyncio.to_thread(logs.identities, topics, fresh)
         known = {
             key: (self._offsets[key], self._log_of.get(key))
             for key in partitions
@@ -270,8 +273,6 @@ class DriftService:
         for key, (offset, log_id) in sorted(known.items()):
             name = current.get(key[0])
             why = another_log(offset, log_id, name, ends.get(key))
-            if why is None and key in rewound and needs_log_end(offset, log_id, name):
-                why = "its offsets went back, and no topic id says it is the same log"
             if why is not None:
                 resets[key] = why
             if why is not None or better_named(log_id, name):  # the log its offsets are of

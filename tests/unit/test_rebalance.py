@@ -10,7 +10,8 @@ one, which fetches them again from Kafka's committed offset (behind what it coun
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 
 import pytest
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
@@ -34,15 +35,17 @@ class Kafka:
     def __init__(self, committed: dict[TopicPartition, int]) -> None:
         self.owned: set[TopicPartition] = set()
         self.committed = committed  # the group's, shared by its members
+        self.sought: list[TopicPartition] = []
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.owned)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert set(offsets) <= self.owned
         self.committed.update(offsets)
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        raise AssertionError(f"no reset expected: {partitions}")
+        self.sought.extend(partitions)
 
 
 class Worker:
@@ -50,6 +53,7 @@ class Worker:
         async def dead_letter(letters: list[DeadLetter]) -> None:
             return None
 
+        self.store = store
         self.service = DriftService(
             {"m": make_monitor()},
             store,
@@ -61,24 +65,29 @@ class Worker:
         self.kafka = Kafka(committed)
         self.consumer = StreamConsumer(self.service, Settings(), "127.0.0.1:1", [TOPIC])
         self.consumer.consumer = self.kafka
-        self.listener = _Rebalance(self.service, self.kafka, self.consumer._rebalanced)
+        self.listener = _Rebalance(self.service, self.kafka, self.consumer._positions)
 
     def fetch(self) -> int:
-        """A batch returned by aiokafka now: the rebalances it comes after."""
-        return self.consumer._rebalances
+        """A batch returned by aiokafka now: the moves of positions it comes after."""
+        return self.consumer._positions.moves
 
-    def handle(self, offsets: range, fetched_after: int) -> None:
-        asyncio.run(self.consumer._handle(messages(offsets), fetched_after))
+    def handle(self, offsets: range, fetched_after: int, start: float = 60.0) -> None:
+        asyncio.run(self.consumer._handle(messages(offsets, start), fetched_after))
 
     def revoke(self) -> None:
         asyncio.run(self.listener.on_partitions_revoked(sorted(self.kafka.owned)))
+        self.kafka.owned = set()
 
-    def assign(self) -> None:
-        self.kafka.owned = {PARTITION}
-        asyncio.run(self.listener.on_partitions_assigned([PARTITION]))
+    def assign(self, *partitions: TopicPartition) -> None:
+        self.kafka.owned = set(partitions)
+        asyncio.run(self.listener.on_partitions_assigned(list(partitions)))
 
     def counted(self) -> float:
         return self.service.metrics.events_processed.labels("m")._value.get()
+
+    def committed_within_store(self) -> bool:
+        stored = self.store.stored_offsets({(TOPIC, 0)}).get((TOPIC, 0))
+        return self.kafka.committed.get(PARTITION, 0) <= (-1 if stored is None else stored[0]) + 1
 
 
 @pytest.fixture
@@ -107,35 +116,36 @@ def test_the_rest_of_a_batch_is_left_to_the_worker_the_partition_went_to(
 ) -> None:
     committed: dict[TopicPartition, int] = {}
     one, two = Worker(store, broker, committed), Worker(store, broker, committed)
-    one.assign()
+    one.assign(PARTITION)
     batch = one.fetch()
     one.handle(range(100), batch)
     one.revoke()  # stores what it counted
-    one.handle(range(100, 200), batch)  # the rest of the batch, during the rebalance
-    one.kafka.owned = set()
+    one.assign()  # the group rebalanced: nothing for this one
+    one.handle(range(100, 200), batch)  # the rest of the batch
     assert one.counted() == 100
     assert stored(store) == 99
     assert committed[PARTITION] == 100  # never past what is stored
-    two.assign()  # fetched from the committed offset
+    two.assign(PARTITION)  # fetched from the committed offset
     two.handle(range(100, 200), two.fetch())
     assert two.counted() == 100
     asyncio.run(two.service.flush(force=True))
     assert stored(store) == 199
     assert resets(two.service) == 0
+    assert two.committed_within_store()
 
 
 @pytest.mark.parametrize("broker", BROKERS, ids=["topic-ids", "no-topic-ids"])
 def test_a_partition_given_back_is_not_counted_twice(store: Store, broker: Broker) -> None:
     committed: dict[TopicPartition, int] = {}
     worker = Worker(store, broker, committed)
-    worker.assign()
+    worker.assign(PARTITION)
     batch = worker.fetch()
     worker.handle(range(100), batch)
     asyncio.run(worker.service.flush(force=True))
     worker.handle(range(100, 150), batch)  # counted, not stored (the snapshot cadence)
     assert committed[PARTITION] == 100
     worker.revoke()
-    worker.assign()  # given back at once
+    worker.assign(PARTITION)  # given back at once
     worker.handle(range(150, 200), batch)  # the rest of the batch fetched before
     assert worker.counted() == 150
     worker.handle(range(150, 250), worker.fetch())  # fetched again: committed at 150
@@ -154,11 +164,69 @@ def test_a_partition_given_back_fetched_from_behind_what_was_stored(
     store; the events in between are already counted, and the log is the same."""
     committed: dict[TopicPartition, int] = {}
     worker = Worker(store, broker, committed)
-    worker.assign()
+    worker.assign(PARTITION)
     worker.handle(range(100), worker.fetch())
     worker.revoke()
     committed[PARTITION] = 40
-    worker.assign()
+    worker.assign(PARTITION)
     worker.handle(range(40, 150), worker.fetch())
     assert worker.counted() == 150
     assert resets(worker.service) == 0
+
+
+class SlowBroker(Broker):
+    """Its answer takes a while: aiokafka fetches the new assignment meanwhile."""
+
+    def identities(self, topics: Collection[str], fresh: bool = False) -> dict[str, str | None]:
+        time.sleep(0.2)
+        return super().identities(topics, fresh)
+
+
+CASES = {
+    # the log the offsets were stored from, the one read now, and Kafka's committed offset
+    "another cluster, committed offsets carried over": (
+        Broker(ids={TOPIC: "c1/t1"}),
+        SlowBroker(ids={TOPIC: "c2/t9"}),
+        300,
+    ),
+    "a topic re-created, no topic ids": (
+        Broker(ids={TOPIC: "c1/"}, ends={(TOPIC, 0): 10_000}),
+        SlowBroker(ids={TOPIC: "c1/"}, ends={(TOPIC, 0): 450}),
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_what_was_fetched_of_a_reset_partition_before_its_seek_is_not_counted(
+    store: Store, case: str
+) -> None:
+    """aiokafka fetches a new assignment from Kafka's committed offset while the
+    listener checks it: those events must wait, and go when the partition is reset."""
+    old, new, committed_at = CASES[case]
+    committed: dict[TopicPartition, int] = {}
+    first = Worker(store, old, committed)
+    first.assign(PARTITION)
+    first.handle(range(500), first.fetch())
+    asyncio.run(first.service.flush(force=True))
+    second = Worker(store, new, committed)
+    second.service._cadence = (0, 0.0)  # every batch stored at once
+
+    async def scenario() -> None:
+        second.kafka.owned = {PARTITION}
+        second.consumer._positions.rebalancing()
+        assigning = asyncio.create_task(second.listener.on_partitions_assigned([PARTITION]))
+        await asyncio.sleep(0.05)
+        in_hand = messages(range(committed_at, committed_at + 100), start=5000.0)
+        await second.consumer._handle(in_hand, second.fetch())  # waits for the check
+        await assigning
+        assert second.kafka.sought == [PARTITION]
+        again = messages(range(450), start=5000.0)  # from the start of the new log
+        await second.consumer._handle(again, second.fetch())
+        await second.service.flush(force=True)
+
+    asyncio.run(scenario())
+    assert second.counted() == 450
+    assert resets(second.service) == 1
+    assert stored(store) == 449
+    assert second.committed_within_store()
