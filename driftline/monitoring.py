@@ -36,6 +36,10 @@ class Monitor:
     features: tuple[FeatureSpec, ...]
     profile: ReferenceProfile
     reference_version: int | None = None
+    #: The stored monitor it runs: when it was made (a monitor deleted and made again is
+    #: another; its triggers are not delivered), and its version (None: not stored).
+    made_at: datetime | None = None
+    record_key: tuple[int, datetime] | None = None
 
     @property
     def model_id(self) -> str:

@@ -135,7 +135,8 @@ def monitor_of(
             f"model {spec.model_id}: its features {[f.name for f in features]} are not "
             f"those of reference version {version} ({[f.name for f in profile.features]})"
         )
-    return Monitor(spec, features, calibrate(profile, spec.thresholds), version)
+    profile = calibrate(profile, spec.thresholds)
+    return Monitor(spec, features, profile, version, record.created_at, record_key(record))
 
 
 def runnable(

@@ -52,6 +52,8 @@ class MonitorRow(Base):
     #: The active reference profile version (None: none uploaded yet).
     reference_version: Mapped[int | None]
     updated_at: Mapped[datetime]
+    #: When this monitor was made: one deleted and made again is another monitor.
+    created_at: Mapped[datetime]
 
 
 class DeletedMonitorRow(Base):
@@ -196,6 +198,8 @@ class DeliveryRowModel(Base):
     target: Mapped[dict[str, Any] | None]
     #: The tenant of the monitor when the trigger fired.
     tenant: Mapped[str | None] = mapped_column(String(128), index=True)
+    #: When the monitor that fired it was made (None: recorded before this was kept).
+    monitor_made_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     #: Why it was cancelled (its monitor deleted).

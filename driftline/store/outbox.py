@@ -72,8 +72,10 @@ def add_trigger(
     targets: Sequence[Target],
     tenant: str | None,
     now: datetime,
+    made_at: datetime | None = None,
 ) -> bool:
-    """Record a trigger and, if it fired, its deliveries; False if already recorded."""
+    """Record a trigger and, if it fired, its deliveries; False if already recorded.
+    ``tenant`` and ``made_at``: of the monitor that fired it."""
     data = trigger.data
     if session.get(TriggerRow, data.trigger_id) is not None:
         return False
@@ -93,8 +95,13 @@ def add_trigger(
     if data.status != "fired":
         return True
     # Fired by a worker that did not know yet that its monitor was deleted (or deleted
-    # and made again by another tenant): recorded, and not delivered.
-    reason = _gone(session, data.model_id, tenant)
+    # and made again): recorded, and not delivered.
+    reason = gone_reason(
+        session.get(DeletedMonitorRow, data.model_id),
+        session.get(MonitorRow, data.model_id),
+        tenant,
+        made_at,
+    )
     for target in targets:
         session.add(
             DeliveryRowModel(
@@ -109,6 +116,7 @@ def add_trigger(
                 created_at=now,
                 target=stored_target(target),
                 tenant=tenant,
+                monitor_made_at=made_at,
             )
         )
     return True
@@ -133,30 +141,36 @@ def deleted_reason(deleted_at: datetime) -> str:
     return f"its monitor was deleted at {as_utc(deleted_at).isoformat(timespec='seconds')}"
 
 
-def _gone(session: Session, model_id: str, tenant: str | None) -> str | None:
-    """Why a trigger of ``tenant``'s monitor of ``model_id`` is not to be delivered now:
-    that monitor was deleted (None: it is to be)."""
-    deleted = session.get(DeletedMonitorRow, model_id)
+def gone_reason(
+    deleted: DeletedMonitorRow | None,
+    current: MonitorRow | None,
+    tenant: str | None,
+    made_at: datetime | None,
+) -> str | None:
+    """Why a trigger of the monitor of ``tenant`` made at ``made_at`` (None: not known)
+    is not to be delivered now: that monitor was deleted, or deleted and made again
+    (``deleted`` and ``current``: the model's tombstone and monitor now). None: it is."""
     if deleted is not None:
         return deleted_reason(deleted.deleted_at)
-    current = session.get(MonitorRow, model_id)
-    if tenant is not None and current is not None and current.tenant != tenant:
-        return "its monitor was deleted (the model id now belongs to another monitor)"
+    if current is None:
+        return None
+    if tenant is not None and current.tenant != tenant:
+        return "its monitor was deleted (the model id now belongs to another tenant's monitor)"
+    if made_at is not None and as_utc(current.created_at) != as_utc(made_at):
+        return "its monitor was deleted and made again (it belongs to the old one)"
     return None
 
 
-def _deleted_of(session: Session, model_ids: Collection[str]) -> dict[str, str]:
-    """Of these models, those whose monitor was deleted, with why their deliveries are
-    cancelled (a delivery recorded in a transaction that could not see the deletion is
-    cancelled when it comes due)."""
-    if not model_ids:
-        return {}
-    rows = session.execute(
-        select(DeletedMonitorRow.model_id, DeletedMonitorRow.deleted_at).where(
-            DeletedMonitorRow.model_id.in_(list(model_ids))
-        )
-    )
-    return {model_id: deleted_reason(deleted_at) for model_id, deleted_at in rows}
+def _monitors_now(
+    session: Session, model_ids: Collection[str]
+) -> tuple[dict[str, DeletedMonitorRow], dict[str, MonitorRow]]:
+    """The tombstones and monitors of these models now."""
+    ids = list(model_ids)
+    if not ids:
+        return {}, {}
+    deleted = session.scalars(select(DeletedMonitorRow).where(DeletedMonitorRow.model_id.in_(ids)))
+    current = session.scalars(select(MonitorRow).where(MonitorRow.model_id.in_(ids)))
+    return {r.model_id: r for r in deleted}, {r.model_id: r for r in current}
 
 
 def cancel_pending(session: Session, model_ids: Collection[str], reason: str) -> None:
@@ -237,11 +251,18 @@ class Outbox:
         claimed = []
         with self._sessions.begin() as session:
             rows = session.execute(query).all()
-            deleted = _deleted_of(session, {row.model_id for row, _ in rows})
-            for model_id, reason in deleted.items():  # recorded as it was being deleted
-                cancel_pending(session, [model_id], reason)
+            deleted, current = _monitors_now(session, {row.model_id for row, _ in rows})
             for row, payload in rows:
-                if row.model_id in deleted:
+                # Recorded in a transaction that could not see its monitor's deletion.
+                reason = gone_reason(
+                    deleted.get(row.model_id),
+                    current.get(row.model_id),
+                    row.tenant,
+                    row.monitor_made_at,
+                )
+                if reason is not None:
+                    row.status, row.reason = "cancelled", reason
+                    row.lease_owner = row.lease_expires_at = None
                     continue
                 delivery = _row(row, payload)
                 taken = session.execute(

@@ -75,6 +75,8 @@ class MonitorRecord:
     spec: dict[str, Any]
     reference_version: int | None
     updated_at: datetime
+    #: When this monitor was made (one deleted and made again is another monitor).
+    created_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class MonitorRecord:
             "version": self.version,
             "reference_version": self.reference_version,
             "updated_at": self.updated_at.isoformat(),
+            "created_at": None if self.created_at is None else self.created_at.isoformat(),
             # Stored specs never hold secrets: model_dump masks SecretStr fields.
             "spec": self.spec,
         }
@@ -100,6 +103,7 @@ def _record(row: MonitorRow) -> MonitorRecord:
         row.spec,
         row.reference_version,
         as_utc(row.updated_at),
+        as_utc(row.created_at),
     )
 
 
@@ -326,6 +330,7 @@ class Store(Outbox):
                         spec=body,
                         reference_version=reference_version,
                         updated_at=now,
+                        created_at=now,
                     )
                 )
             elif (row.spec, row.reference_version, row.source) != (body, reference_version, "file"):
@@ -380,6 +385,7 @@ class Store(Outbox):
                 spec=spec.model_dump(mode="json"),
                 reference_version=version,
                 updated_at=now,
+                created_at=now,
             )
             session.add(row)
             session.flush()
@@ -493,11 +499,14 @@ class Store(Outbox):
         performance: Sequence[PerformanceReport] = (),
         tenants: Mapping[str, str] | None = None,
         logs: Mapping[tuple[str, int], str | None] | None = None,
+        made: Mapping[str, datetime] | None = None,
     ) -> None:
         """Window reports (drift and performance), triggers, their outbox rows, model
         snapshots and consumed offsets, in one transaction: after a crash, either all of a
         batch's effects are stored or none. ``targets`` and ``tenants`` (by model) are
-        what a trigger's deliveries are recorded with; ``logs`` (by partition) names
+        what a trigger's deliveries are recorded with, and ``made`` (by model) when
+        the monitor that fired it was made (one deleted and made again since is another,
+        and the trigger is not delivered); ``logs`` (by partition) names
         the log the offsets belong to (None, or none given, keeps the one stored).
 
         A window reported again (reprocessing) replaces its report; a trigger already
@@ -546,7 +555,8 @@ class Store(Outbox):
             for trigger in triggers:
                 model_id = trigger.data.model_id
                 tenant = (tenants or {}).get(model_id)
-                add_trigger(session, trigger, targets.get(model_id, ()), tenant, now)
+                made_at = (made or {}).get(model_id)
+                add_trigger(session, trigger, targets.get(model_id, ()), tenant, now, made_at)
             _upsert(
                 session,
                 ModelStateRow,

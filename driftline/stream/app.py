@@ -20,7 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from driftline.kafka_clients import librdkafka_config
 from driftline.monitoring import Monitor
-from driftline.registry import record_key, registry_changes, runnable, target_labels
+from driftline.registry import (
+    RecordKey,
+    record_key,
+    registry_changes,
+    runnable,
+    target_labels,
+)
 from driftline.schemas.monitors import MonitorSpec, Target
 from driftline.settings import Settings
 from driftline.store import DeliveryRow, Store
@@ -148,8 +154,13 @@ def create_app(
     store: Store,
     registry: CollectorRegistry | None = None,
     file_specs: Mapping[str, MonitorSpec] | None = None,
+    known: Mapping[str, RecordKey] | None = None,
 ) -> tuple[faust.App, DriftService]:
-    """The worker's Faust app and the service behind it, wired to ``bootstrap``."""
+    """The worker's Faust app and the service behind it, wired to ``bootstrap``.
+
+    ``known``: the version of each stored monitor ``monitors`` were built from (by
+    default, the versions stored now): the registry's changes since are applied.
+    """
     topics = Topics(settings.topic_prefix)
     app = _App(
         settings.consumer_group,
@@ -242,7 +253,7 @@ def create_app(
     app.service(stream)  # type: ignore[arg-type]
 
     records = store.monitor_records()
-    versions = {r.model_id: record_key(r) for r in records}
+    versions = dict(known) if known is not None else {r.model_id: record_key(r) for r in records}
     service.tenants = {r.model_id: r.tenant for r in records}
 
     async def refresh_monitors() -> None:

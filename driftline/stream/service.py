@@ -436,6 +436,7 @@ class DriftService:
         """Write until it succeeds: the batch must not be acked before its effects are stored."""
         targets = {model_id: m.spec.targets for model_id, m in self.monitors.items()}
         tenants = {model_id: m.spec.tenant for model_id, m in self.monitors.items()}
+        made = {model_id: m.made_at for model_id, m in self.monitors.items() if m.made_at}
         await self._retry(
             self.store.record_results,
             pending.reports,
@@ -447,6 +448,7 @@ class DriftService:
             pending.performance,
             tenants,
             {key: logs[key] for key in pending.offsets if key in logs},
+            made,
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

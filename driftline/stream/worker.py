@@ -17,7 +17,7 @@ from driftline.embedded.broker import EmbeddedBroker
 from driftline.exceptions import DriftlineError, ReferenceDataError
 from driftline.logs import install_logging, logging_config
 from driftline.monitoring import Monitor, build_monitor, calibrate
-from driftline.registry import runnable
+from driftline.registry import RecordKey, record_key, runnable
 from driftline.schemas.monitors import MonitorSpec, load_monitors
 from driftline.settings import Settings
 from driftline.store import Store
@@ -58,8 +58,9 @@ def prepare_monitor(spec: MonitorSpec, store: Store) -> Monitor:
 
 def prepare_monitors(
     settings: Settings, store: Store
-) -> tuple[dict[str, Monitor], dict[str, MonitorSpec]]:
-    """Seed the registry with the monitors file; then every runnable monitor in it.
+) -> tuple[dict[str, Monitor], dict[str, RecordKey], dict[str, MonitorSpec]]:
+    """Seed the registry with the monitors file; then every runnable monitor in it, the
+    version of each stored monitor they were built from, and the file's specs.
 
     The file's monitors are built from their reference files (and stored); monitors
     created through the API come from the store.
@@ -68,17 +69,22 @@ def prepare_monitors(
     file_monitors = {spec.model_id: prepare_monitor(spec, store) for spec in config.models}
     store.forget_file_monitors(set(file_monitors))
     file_specs = {model_id: monitor.spec for model_id, monitor in file_monitors.items()}
-    return load_registry(store, file_specs), file_specs
+    return *load_registry(store, file_specs), file_specs
 
 
-def load_registry(store: Store, file_specs: Mapping[str, MonitorSpec]) -> dict[str, Monitor]:
-    """The monitors to run: every stored one not paused and with a reference profile."""
-    monitors = {}
+def load_registry(
+    store: Store, file_specs: Mapping[str, MonitorSpec]
+) -> tuple[dict[str, Monitor], dict[str, RecordKey]]:
+    """The monitors to run (every stored one not paused and with a reference profile),
+    and the version of each stored monitor, as read then (a change after is applied
+    by the worker's next look at the registry)."""
+    monitors, seen = {}, {}
     for record in store.monitor_records():
+        seen[record.model_id] = record_key(record)
         monitor = runnable(record, store, file_specs)
         if monitor is not None:
             monitors[record.model_id] = monitor
-    return monitors
+    return monitors, seen
 
 
 @contextlib.contextmanager
@@ -134,7 +140,7 @@ def run_worker(settings: Settings) -> None:
 
 def _run(settings: Settings) -> None:
     store = Store.connect(settings.database_url)
-    monitors, file_specs = prepare_monitors(settings, store)
+    monitors, seen, file_specs = prepare_monitors(settings, store)
     with kafka_bootstrap(settings) as bootstrap:
         topics = Topics(settings.topic_prefix)
         retraining = {
@@ -147,7 +153,7 @@ def _run(settings: Settings) -> None:
             settings.topic_partitions,
             copartitioned=[topics.predictions, topics.labels],
         )
-        app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs)
+        app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs, known=seen)
         # What is loaded by now (modules, reference profiles) lives as long as the process:
         # out of the collector's sight, so that its full passes stay short (py-spy).
         gc.collect()

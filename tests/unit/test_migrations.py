@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from driftline.cli import cli
 from driftline.exceptions import StoreError
+from driftline.schemas.monitors import WebhookTarget
 from driftline.store import Store
 from driftline.store.migrate import _config, current_revision, head_revision, upgrade
 from driftline.store.models import Base
@@ -51,7 +53,7 @@ def test_concurrent_upgrades_run_once(database_url: str) -> None:
     engine.dispose()
 
 
-def test_models_deleted_before_they_were_remembered_are_taken_for_deleted(
+def test_an_upgrade_keeps_old_monitors_running_and_old_deliveries_of_deleted_ones_unsent(
     database_url: str,
 ) -> None:
     """Upgrading a database whose deliveries outlived their monitor: none of them is sent."""
@@ -61,25 +63,48 @@ def test_models_deleted_before_they_were_remembered_are_taken_for_deleted(
         connection.execute(
             text(
                 "INSERT INTO monitors (model_id, spec, updated_at, tenant, source,"
-                " paused, version) VALUES ('kept', '{}', :now, 'team-a', 'api', false, 1)"
+                " paused, version) VALUES ('kept', :spec, :now, 'team-a', 'api', false, 1)"
             ),
-            {"now": "2026-01-01 00:00:00"},
+            {"now": "2026-01-01 00:00:00", "spec": json.dumps({"targets": [LONG, LONG]})},
         )
         for number, model in enumerate(["kept", "gone", "gone"]):
             connection.execute(
                 text(
                     "INSERT INTO deliveries (trigger_id, model_id, target_type, target_url,"
-                    " status, attempts, next_attempt_at, created_at, tenant)"
+                    " status, attempts, next_attempt_at, created_at, tenant, target)"
                     " VALUES (:trigger, :model, 'webhook', 'http://x', 'pending', 0, :now,"
-                    " :now, 'team-b')"
+                    " :now, 'team-b', :target)"
                 ),
-                {"trigger": f"t{number}", "model": model, "now": "2026-01-01 00:00:00"},
+                {
+                    "trigger": f"t{number}",
+                    "model": model,
+                    "now": "2026-01-01 00:00:00",
+                    "target": json.dumps(LONG),
+                },
             )
     upgrade(engine)
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT model_id, tenant FROM deleted_monitors")).all()
+        spec, made, updated = connection.execute(
+            text("SELECT spec, created_at, updated_at FROM monitors")
+        ).one()
+        targets = [t for (t,) in connection.execute(text("SELECT target FROM deliveries"))]
     assert [tuple(row) for row in rows] == [("gone", "team-b")]
+    # Targets valid before their bounds: brought within them, so they still run and send.
+    bounded = {**LONG, "timeout_s": 3600.0, "max_attempts": 1000}
+    assert _json(spec) == {"targets": [bounded, bounded]}
+    assert [_json(t) for t in targets] == [bounded] * 3
+    WebhookTarget.model_validate({**bounded, "secret": "whsec_x" * 4})
+    assert made == updated  # made when last changed, as far as anyone knows
     engine.dispose()
+
+
+#: A target as a monitor could have it before targets' bounds.
+LONG = {"type": "webhook", "url": "http://x/", "timeout_s": 86400.0, "max_attempts": 5000}
+
+
+def _json(value: object) -> object:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_a_database_from_before_migrations_is_refused(tmp_path: Path) -> None:

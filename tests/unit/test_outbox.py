@@ -273,5 +273,114 @@ def test_a_trigger_of_a_monitor_deleted_and_made_again_by_another_tenant_is_not_
     store.record_results(reports, fired[1:], {"m": spec.targets}, NOW, tenants={"m": "team-b"})
     old, new = (store.deliveries(t.data.trigger_id)[0] for t in fired)
     assert (old["status"], old["tenant"]) == ("cancelled", "team-a")
-    assert "another monitor" in old["reason"]
+    assert "another tenant's monitor" in old["reason"]
     assert (new["status"], new["tenant"]) == ("pending", "team-b")
+
+
+def test_a_trigger_of_a_monitor_deleted_and_made_again_by_its_tenant_is_not_delivered(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """team-a deletes its monitor and makes it again at once, with another target; a
+    worker still running the old one fires: not to the old target (nor the new)."""
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    old = api_monitor("http://127.0.0.1:9/old")
+    made = store.create_monitor(old, NOW).created_at
+    assert store.delete_monitor("m", NOW)
+    new = api_monitor("http://127.0.0.1:9/new")
+    again = store.create_monitor(new, NOW + timedelta(seconds=1)).created_at
+    assert made is not None
+    assert again not in (None, made)
+    reports, fired = triggers(2)
+    tenants = {"m": "team-a"}
+    store.record_results(
+        reports, fired[:1], {"m": old.targets}, NOW, tenants=tenants, made={"m": made}
+    )
+    store.record_results(
+        reports, fired[1:], {"m": new.targets}, NOW, tenants=tenants, made={"m": again}
+    )
+    stale, current = (store.deliveries(t.data.trigger_id)[0] for t in fired)
+    assert (stale["status"], stale["target_url"]) == ("cancelled", "http://127.0.0.1:9/old")
+    assert "deleted and made again" in stale["reason"]
+    assert (current["status"], current["target_url"]) == ("pending", "http://127.0.0.1:9/new")
+
+
+@pytest.mark.parametrize("tenant", ["team-a", "team-b"])
+def test_a_delivery_that_slipped_past_a_deletion_is_not_sent_once_the_model_is_remade(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> None:
+    """Recorded pending in a transaction that could not see the deletion; then the model
+    gets a monitor again (its tombstone goes): when due, it is cancelled, not sent."""
+    from sqlalchemy import text
+
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    spec = api_monitor("http://127.0.0.1:9/a")
+    made = store.create_monitor(spec, NOW).created_at
+    assert made is not None
+    assert store.delete_monitor("m", NOW)
+    reports, fired = triggers(2)
+    store.record_results(
+        reports, fired[:1], {"m": spec.targets}, NOW, tenants={"m": "team-a"}, made={"m": made}
+    )
+    with store.engine.begin() as connection:  # as if recorded in a race with the deletion
+        connection.execute(text("UPDATE deliveries SET status = 'pending', reason = NULL"))
+    later = NOW + timedelta(seconds=1)
+    remade = store.create_monitor(spec.model_copy(update={"tenant": tenant}), later).created_at
+    assert remade is not None
+    store.record_results(
+        reports, fired[1:], {"m": spec.targets}, NOW, tenants={"m": tenant}, made={"m": remade}
+    )
+    (claimed,) = store.claim_due(NOW + timedelta(seconds=1), "relay", lease_s)
+    assert claimed.trigger_id == fired[1].data.trigger_id
+    (stale,) = store.deliveries(fired[0].data.trigger_id)
+    assert stale["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("runs", ["the old monitor", "the new one"])
+def test_a_worker_records_its_triggers_with_the_monitor_it_runs(
+    store: Store, monkeypatch: pytest.MonkeyPatch, runs: str
+) -> None:
+    """Through the service: a worker that has not seen the monitor deleted and made
+    again fires with the old one (not delivered); once it runs the new one, delivered."""
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from driftline.stream.metrics import Metrics
+    from driftline.stream.service import DriftService, _Pending
+    from tests.unit.helpers import make_monitor
+
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    spec = api_monitor("http://127.0.0.1:9/a")
+    made = store.create_monitor(spec, NOW).created_at
+    assert store.delete_monitor("m", NOW)
+    again = store.create_monitor(spec, NOW + timedelta(seconds=1)).created_at
+    base = make_monitor()
+    running = dataclasses.replace(
+        base, spec=spec, made_at=made if runs == "the old monitor" else again
+    )
+
+    async def dead_letter(letters: object) -> None:
+        return None
+
+    service = DriftService({"m": running}, store, Metrics(CollectorRegistry()), dead_letter)  # type: ignore[arg-type]
+    reports, fired = triggers(1)
+    asyncio.run(service._write(_Pending(reports=reports, triggers=fired), NOW, {}, {}))
+    (row,) = store.deliveries(fired[0].data.trigger_id)
+    assert row["status"] == ("cancelled" if runs == "the old monitor" else "pending")
+
+
+def test_a_change_while_a_worker_starts_is_applied_at_its_first_look(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The versions a worker starts from are those its monitors were built from (a
+    change between building them and starting the app is not taken for seen)."""
+    from driftline.registry import registry_changes
+    from driftline.stream.worker import load_registry
+
+    monkeypatch.setenv("OUTBOX_TEST_SECRET", SECRET)
+    store.create_monitor(api_monitor("http://127.0.0.1:9/a"), NOW)
+    _, seen = load_registry(store, {})
+    store.set_paused("m", True, NOW)  # while the worker makes its topics
+    changed, deleted = registry_changes(seen, store.monitor_records())
+    assert [r.model_id for r in changed] == ["m"]
+    assert deleted == set()
