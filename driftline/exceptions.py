@@ -45,3 +45,8 @@ class DeliveryError(DriftlineError):
 
 class BrokerError(DriftlineError):
     """The Kafka broker (embedded or external) could not be started or reached."""
+
+
+class PartitionTaken(StoreError):
+    """Another worker stored a partition's offsets since this one last read or wrote them:
+    the partition is that worker's now (this one was out of its group)."""

@@ -36,6 +36,7 @@ from driftline.store.models import (
     WindowReportRow,
     as_utc,
 )
+from driftline.store.offsets import write_offsets
 from driftline.store.outbox import (
     FINISHED,
     DeliveryRow,
@@ -500,6 +501,7 @@ class Store(Outbox):
         tenants: Mapping[str, str] | None = None,
         logs: Mapping[tuple[str, int], str | None] | None = None,
         made: Mapping[str, datetime] | None = None,
+        expected: Mapping[tuple[str, int], int | None] | None = None,
     ) -> None:
         """Window reports (drift and performance), triggers, their outbox rows, model
         snapshots and consumed offsets, in one transaction: after a crash, either all of a
@@ -507,7 +509,10 @@ class Store(Outbox):
         what a trigger's deliveries are recorded with, and ``made`` (by model) when
         the monitor that fired it was made (one deleted and made again since is another,
         and the trigger is not delivered); ``logs`` (by partition) names
-        the log the offsets belong to (None, or none given, keeps the one stored).
+        the log the offsets belong to (None, or none given, keeps the one stored);
+        ``expected`` (by partition) the stored offsets this worker last read or wrote:
+        where another worker has stored others since, nothing is stored and
+        ``PartitionTaken`` is raised (see ``driftline.store.offsets``).
 
         A window reported again (reprocessing) replaces its report; a trigger already
         recorded is not recorded or delivered again; a suppressed one is recorded and
@@ -572,6 +577,9 @@ class Store(Outbox):
                     for model_id, snapshot in (snapshots or {}).items()
                 ],
             )
+            if expected is not None:
+                write_offsets(session, offsets or {}, expected, logs or {}, now)
+                return
             _upsert(
                 session,
                 ConsumerOffsetRow,
@@ -610,11 +618,19 @@ class Store(Outbox):
             }
 
     def reset_offsets(
-        self, partitions: Mapping[tuple[str, int], str | None], now: datetime
+        self,
+        partitions: Mapping[tuple[str, int], str | None],
+        now: datetime,
+        expected: Mapping[tuple[str, int], int | None] | None = None,
     ) -> None:
         """Nothing of these partitions' logs is counted yet: offset -1, under the log
-        given (the models' snapshots stay: their windows go on with the new log)."""
+        given (the models' snapshots stay: their windows go on with the new log);
+        ``expected`` as for ``record_results``."""
         with self._sessions.begin() as session:
+            if expected is not None:
+                resets = dict.fromkeys(partitions, -1)
+                write_offsets(session, resets, expected, partitions, now, keep_log=False)
+                return
             _upsert(
                 session,
                 ConsumerOffsetRow,

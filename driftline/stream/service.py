@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from driftline.exceptions import PartitionTaken
 from driftline.monitoring import Monitor
 from driftline.schemas.reports import DriftReport, PerformanceReport
 from driftline.schemas.retraining import RetrainingEvent
@@ -69,6 +71,18 @@ class _Pending:
 
 async def _nothing() -> None:
     return None
+
+
+#: The worker's exit code when another worker took its partitions (EX_TEMPFAIL): it
+#: was out of its group; restarted, it joins again and resumes from the store.
+EXIT_PARTITION_TAKEN = 75
+
+
+def _taken(exc: PartitionTaken) -> NoReturn:
+    """Stop at once: what this worker counted since it lost the partition is another's
+    to count (its in-memory state is behind the store's), and nothing of it is stored."""
+    log.critical("%s; stopping (a restart resumes from the store)", exc)
+    os._exit(EXIT_PARTITION_TAKEN)
 
 
 class DriftService:
@@ -279,7 +293,12 @@ class DriftService:
                 self._log_of[key] = name
         if resets:
             now = datetime.now(UTC)
-            await self._retry(self.store.reset_offsets, {k: self._log_of[k] for k in resets}, now)
+            logs_now = {k: self._log_of[k] for k in resets}
+            before = {k: self._offsets.get(k) for k in resets}
+            try:
+                await self._retry(self.store.reset_offsets, logs_now, now, before)
+            except PartitionTaken as exc:
+                _taken(exc)
             for (topic, partition), why in resets.items():
                 self._offsets[(topic, partition)] = -1
                 # Offsets counted but not stored yet are the old log's: the new log's
@@ -321,7 +340,10 @@ class DriftService:
                 model_id: Snapshot(*partition, self.states[model_id].to_state())
                 for model_id, partition in pending.partitions.items()
             }
-            await self._write(pending, datetime.now(UTC), snapshots, self._log_of)
+            try:
+                await self._write(pending, datetime.now(UTC), snapshots, self._log_of)
+            except PartitionTaken as exc:
+                _taken(exc)
             self._offsets.update(pending.offsets)
             self._partition_of.update(pending.partitions)
             if pending.triggers:
@@ -449,6 +471,7 @@ class DriftService:
             tenants,
             {key: logs[key] for key in pending.offsets if key in logs},
             made,
+            {key: self._offsets.get(key) for key in pending.offsets},
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

@@ -230,3 +230,37 @@ def test_what_was_fetched_of_a_reset_partition_before_its_seek_is_not_counted(
     assert resets(second.service) == 1
     assert stored(store) == 449
     assert second.committed_within_store()
+
+
+class Stopped(Exception):
+    """The worker would have exited (with this code)."""
+
+
+@pytest.mark.parametrize("first", ["the new owner", "the old one"])
+def test_a_worker_out_of_its_group_does_not_store_over_the_partitions_new_owner(
+    store: Store, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """A batch held longer than the group allows (the database away): the group gives
+    the partition to another worker without telling this one. Whichever of the two
+    stores second stops, storing nothing: each event is stored as counted once."""
+
+    def stopped(code: int) -> None:
+        raise Stopped(code)
+
+    monkeypatch.setattr("driftline.stream.service.os._exit", stopped)
+    committed: dict[TopicPartition, int] = {}
+    broker = Broker(ids={TOPIC: "c1/t1"})
+    old, new = Worker(store, broker, committed), Worker(store, broker, committed)
+    old.assign(PARTITION)
+    old.handle(range(100), old.fetch())
+    asyncio.run(old.service.flush(force=True))
+    old.handle(range(100, 150), old.fetch())  # counted; its write waits for the database
+    new.assign(PARTITION)  # the group moved on without the old worker
+    new.handle(range(100, 200), new.fetch())
+    workers = [new, old] if first == "the new owner" else [old, new]
+    asyncio.run(workers[0].service.flush(force=True))
+    with pytest.raises(Stopped) as stop:
+        asyncio.run(workers[1].service.flush(force=True))
+    assert stop.value.args == (75,)
+    assert stored(store) == (199 if first == "the new owner" else 149)
+    assert committed[PARTITION] == stored(store) + 1
