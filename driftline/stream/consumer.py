@@ -92,8 +92,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             resets = await self._service.assign({(tp.topic, tp.partition) for tp in assigned})
             if resets:
-                self._consumer.seek_to_beginning(*(TopicPartition(t, p) for t, p in sorted(resets)))
+                # What was fetched of them is void from here: aiokafka drops what it
+                # holds of them at once, and fetches them again from their start.
                 self._positions.sought(resets)
+                partitions = (TopicPartition(t, p) for t, p in sorted(resets))
+                await self._consumer.seek_to_beginning(*partitions)
         except Exception:
             log.critical("unexpected error checking assigned partitions; stopping", exc_info=True)
             os._exit(EXIT_UNEXPECTED)

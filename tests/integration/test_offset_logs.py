@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from driftline.embedded.broker import free_port
+from driftline.embedded.broker import EmbeddedBroker, free_port
 from driftline.embedded.process import WorkerProcess
 from driftline.embedded.traffic import TrafficModel
 from driftline.store import Store
@@ -175,4 +175,36 @@ def test_a_topic_deleted_and_recreated_is_read_from_its_start(
         assert resets == {(("topic", topics.predictions),): 1.0}
     (error,) = errors_about(tmp_path / "run2.log", topics.predictions)
     assert "the topic id changed" in error["message"]
+    assert window_sizes(database_url) == [150] * 7
+
+
+def test_another_cluster_with_the_groups_offsets_carried_over_is_read_from_its_start(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path, topic_prefix: str
+) -> None:
+    """A failover to another cluster whose consumer group offsets were carried over (as
+    MirrorMaker does): Kafka's committed offset is in the middle of the new log, so
+    the partition is read from its start only if the worker seeks there."""
+    settings = {
+        **settings_for(tmp_path, database_url, topic_prefix),
+        "KAFKA_BOOTSTRAP": kafka_bootstrap,
+    }
+    topics = Topics(topic_prefix)
+    ensure_topics(kafka_bootstrap, topics.all(), 1)
+    with WorkerProcess(settings, tmp_path / "run1.log") as worker:
+        produce(kafka_bootstrap, topics.predictions, minutes(0, 3, seed=5))
+        wait_counted(worker, 600)
+    with EmbeddedBroker(log_path=tmp_path / "other.log") as other:
+        ensure_topics(other, topics.all(), 1)
+        produce(other, topics.predictions, minutes(4, 7, seed=6))
+        group = Consumer({"bootstrap.servers": other, "group.id": topic_prefix})
+        try:
+            group.commit(offsets=[TopicPartition(topics.predictions, 0, 300)], asynchronous=False)
+        finally:
+            group.close()
+        with WorkerProcess({**settings, "KAFKA_BOOTSTRAP": other}, tmp_path / "run2.log") as worker:
+            wait_counted(worker, 600)  # before: 300 (from the committed offset on)
+            resets = metric_values(scrape(worker), "driftline_offset_resets_total")
+            assert resets == {(("topic", topics.predictions),): 1.0}
+    (error,) = errors_about(tmp_path / "run2.log", topics.predictions)
+    assert "the cluster id changed" in error["message"]
     assert window_sizes(database_url) == [150] * 7

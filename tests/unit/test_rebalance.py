@@ -44,7 +44,7 @@ class Kafka:
         assert set(offsets) <= self.owned
         self.committed.update(offsets)
 
-    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         self.sought.extend(partitions)
 
 
