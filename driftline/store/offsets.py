@@ -31,11 +31,29 @@ def write_offsets(
     logs: Mapping[Partition, str | None],
     now: datetime,
     keep_log: bool = True,
+    held: Mapping[Partition, int | None] | None = None,
 ) -> None:
     """Store each partition's offset where its stored one is ``expected`` (None: no row)
     or already this offset; the log given replaces the stored one (None keeps it, unless
-    ``keep_log`` is false)."""
+    ``keep_log`` is false). ``held``: partitions not written whose stored offsets must
+    still be these (those under which the models' snapshots are stored)."""
     row = ConsumerOffsetRow
+    for (topic, partition), before in sorted((held or {}).items()):
+        where = (row.topic == topic, row.partition == partition)
+        if before is None:
+            stored = session.scalar(select(row.offset).where(*where))
+            same = stored is None
+        else:  # a write of the row as it is: it stays locked until the transaction ends
+            kept = session.execute(
+                update(row)
+                .where(*where, row.offset == before)
+                .values(offset=row.offset)
+                .execution_options(synchronize_session=False)
+            )
+            same = kept.rowcount == 1  # type: ignore[attr-defined]
+            stored = before if same else session.scalar(select(row.offset).where(*where))
+        if not same:
+            raise PartitionTaken(_taken(topic, partition, stored, before))
     for (topic, partition), offset in sorted(offsets.items()):
         log_id = logs.get((topic, partition))
         before = expected.get((topic, partition))

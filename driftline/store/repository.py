@@ -502,6 +502,7 @@ class Store(Outbox):
         logs: Mapping[tuple[str, int], str | None] | None = None,
         made: Mapping[str, datetime] | None = None,
         expected: Mapping[tuple[str, int], int | None] | None = None,
+        held: Mapping[tuple[str, int], int | None] | None = None,
     ) -> None:
         """Window reports (drift and performance), triggers, their outbox rows, model
         snapshots and consumed offsets, in one transaction: after a crash, either all of a
@@ -512,7 +513,8 @@ class Store(Outbox):
         the log the offsets belong to (None, or none given, keeps the one stored);
         ``expected`` (by partition) the stored offsets this worker last read or wrote:
         where another worker has stored others since, nothing is stored and
-        ``PartitionTaken`` is raised (see ``driftline.store.offsets``).
+        ``PartitionTaken`` is raised (see ``driftline.store.offsets``); ``held``, those
+        of partitions not written that must not have changed (where snapshots go).
 
         A window reported again (reprocessing) replaces its report; a trigger already
         recorded is not recorded or delivered again; a suppressed one is recorded and
@@ -578,7 +580,7 @@ class Store(Outbox):
                 ],
             )
             if expected is not None:
-                write_offsets(session, offsets or {}, expected, logs or {}, now)
+                write_offsets(session, offsets or {}, expected, logs or {}, now, held=held)
                 return
             _upsert(
                 session,
@@ -622,6 +624,7 @@ class Store(Outbox):
         partitions: Mapping[tuple[str, int], str | None],
         now: datetime,
         expected: Mapping[tuple[str, int], int | None] | None = None,
+        held: Mapping[tuple[str, int], int | None] | None = None,
     ) -> None:
         """Nothing of these partitions' logs is counted yet: offset -1, under the log
         given (the models' snapshots stay: their windows go on with the new log);

@@ -73,6 +73,10 @@ async def _nothing() -> None:
     return None
 
 
+def _or_none(offset: int | None) -> int:
+    return -1 if offset is None else offset
+
+
 #: The worker's exit code when another worker took its partitions (EX_TEMPFAIL): it
 #: was out of its group; restarted, it joins again and resumes from the store.
 EXIT_PARTITION_TAKEN = 75
@@ -211,23 +215,29 @@ class DriftService:
                 await self._commit()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
+    def _counted(self, key: tuple[str, int]) -> int | None:
+        """The last offset of a partition counted: stored, or counted and not stored
+        yet (None: nothing of it)."""
+        stored, pending = self._offsets.get(key), self._pending.offsets.get(key)
+        if stored is None or pending is None:
+            return pending if stored is None else stored
+        return max(stored, pending)
+
     def _fresh(self, messages: Sequence[SourceMessage]) -> list[SourceMessage]:
-        """The messages not counted yet: after their partition's stored offset, and after
-        those counted but not stored yet (a consumer sent back to the start of the same
-        log, as aiokafka does when its position is out of range)."""
-        stored, pending = self._offsets, self._pending.offsets
-
-        def counted(key: tuple[str, int]) -> int:
-            return max(stored.get(key, -1), pending.get(key, -1))
-
-        return [m for m in messages if m.offset > counted((m.topic, m.partition))]
+        """The messages not counted yet: after their partition's last counted offset
+        (stored or not: a consumer is sent back to the start of its log when its
+        position is out of range)."""
+        counted = {key: self._counted(key) for key in {(m.topic, m.partition) for m in messages}}
+        return [m for m in messages if m.offset > _or_none(counted[(m.topic, m.partition)])]
 
     def _stale(self, messages: Sequence[SourceMessage]) -> set[tuple[str, int]]:
-        offsets = self._offsets
+        """Partitions with messages at or below what is counted: of this log, or of one
+        that replaced it?"""
+        counted = {key: self._counted(key) for key in {(m.topic, m.partition) for m in messages}}
         return {
             (m.topic, m.partition)
             for m in messages
-            if m.offset <= offsets.get((m.topic, m.partition), -1)
+            if m.offset <= _or_none(counted[(m.topic, m.partition)])
         }
 
     def _rewound(self, messages: Sequence[SourceMessage]) -> set[tuple[str, int]]:
@@ -270,10 +280,11 @@ class DriftService:
         logs = self._logs
         topics = {topic for topic, _ in partitions}
         current = await asyncio.to_thread(logs.identities, topics, fresh)
+        counted = {key: self._counted(key) for key in partitions}
         known = {
-            key: (self._offsets[key], self._log_of.get(key))
-            for key in partitions
-            if key in self._offsets
+            key: (offset, self._log_of.get(key))
+            for key, offset in counted.items()
+            if offset is not None
         }
         for key in partitions - known.keys():  # nothing counted yet: it will be this log's
             self._log_of[key] = current.get(key[0])
@@ -472,6 +483,10 @@ class DriftService:
             {key: logs[key] for key in pending.offsets if key in logs},
             made,
             {key: self._offsets.get(key) for key in pending.offsets},
+            {  # the partitions snapshots are kept under, not read in this batch
+                key: self._offsets.get(key)
+                for key in set(pending.partitions.values()) - set(pending.offsets)
+            },
         )
 
     async def _retry(self, call: Callable[..., T], *args: Any) -> T:

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Collection, Iterator
 
+import orjson
 import pytest
 from aiokafka import TopicPartition  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from driftline.settings import Settings
 from driftline.store import Store
 from driftline.stream.consumer import StreamConsumer, _Rebalance
-from driftline.stream.deadletter import DeadLetter
+from driftline.stream.deadletter import DeadLetter, SourceMessage
 from driftline.stream.metrics import Metrics
 from driftline.stream.service import DriftService
 from tests.unit.helpers import make_monitor
@@ -264,3 +265,51 @@ def test_a_worker_out_of_its_group_does_not_store_over_the_partitions_new_owner(
     assert stop.value.args == (75,)
     assert stored(store) == (199 if first == "the new owner" else 149)
     assert committed[PARTITION] == stored(store) + 1
+
+
+def test_a_worker_out_of_its_group_does_not_store_snapshots_under_the_new_owners_partition(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of labels only: its models' snapshots go under their predictions
+    partition, which it does not write. The new owner has stored that partition since:
+    the old worker stops, storing nothing (its older snapshot would replace the new
+    owner's, whose events the stored offset says are counted)."""
+    from tests.unit.labelled import START, labelled_monitor
+
+    def stopped(code: int) -> None:
+        raise Stopped(code)
+
+    monkeypatch.setattr("driftline.stream.service.os._exit", stopped)
+    predictions, labels = "t.predictions", "t.labels"
+    both = {(predictions, 3), (labels, 3)}
+
+    def worker() -> DriftService:
+        async def dead_letter(letters: list[DeadLetter]) -> None:
+            return None
+
+        metrics = Metrics(CollectorRegistry())
+        home = {labels: predictions}
+        return DriftService(
+            {"m": labelled_monitor()}, store, metrics, dead_letter, home_topics=home
+        )  # type: ignore[arg-type]
+
+    def prediction(i: int) -> SourceMessage:
+        event = {"model_id": "m", "event_id": f"e{i}", "ts": START + i, "features": {"x": 0.5}}
+        return SourceMessage(b"m", orjson.dumps({**event, "prediction": 0.8}), predictions, 3, i)
+
+    def label(i: int) -> SourceMessage:
+        event = {"model_id": "m", "event_id": f"e{i}", "ts": START + i + 1, "label": "yes"}
+        return SourceMessage(b"m", orjson.dumps(event), labels, 3, i)
+
+    async def scenario() -> None:
+        old, new = worker(), worker()
+        await old.assign(both)
+        await old.handle([prediction(0)])
+        await new.assign(both)  # the group moved on without the old worker
+        await new.handle([prediction(1), prediction(2)])
+        owners = store.load_partition(predictions, 3)
+        with pytest.raises(Stopped):
+            await old.handle([label(0)])  # its write went through only now
+        assert store.load_partition(predictions, 3) == owners
+
+    asyncio.run(scenario())
