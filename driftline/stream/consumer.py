@@ -80,8 +80,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # Awaited before the group rebalances; the service's lock waits for a batch in
         # progress. What is counted is stored before the partitions move away.
         self._positions.rebalancing()
-        await self._service.flush(force=True)
-        self._service.revoke({(tp.topic, tp.partition) for tp in revoked})
+        try:  # aiokafka would log an error here and go on: what is pending would be lost
+            await self._service.flush(force=True)
+            self._service.revoke({(tp.topic, tp.partition) for tp in revoked})
+        except Exception:
+            log.critical("unexpected error storing before a rebalance; stopping", exc_info=True)
+            os._exit(EXIT_UNEXPECTED)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
