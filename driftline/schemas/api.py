@@ -146,6 +146,9 @@ class MonitorBody(_Body):
     version: int
     reference_version: int | None
     updated_at: str
+    created_at: str | None = Field(
+        description="When this monitor was made (one deleted and made again is another)."
+    )
     spec: dict[str, Any] = Field(description="The monitor spec as stored (never secrets).")
     running: bool = Field(description="Whether this worker evaluates it now.")
 

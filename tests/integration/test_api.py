@@ -548,8 +548,9 @@ def test_pausing_a_monitor_keeps_its_retrying_delivery_and_deleting_it_cancels(
         assert api.call("POST", "/v1/monitors/p-model/pause", "a-write")[0] == 200
 
         def delivery() -> dict[str, Any]:
-            path = f"/v1/deliveries?trigger_id={trigger_id}"
-            (row,) = api.call("GET", path, "a-read")[2]["deliveries"]
+            status, _, body = api.call("GET", f"/v1/deliveries?trigger_id={trigger_id}", "a-read")
+            assert status == 200, (status, body)
+            (row,) = body["deliveries"]
             return dict(row)
 
         wait_until(lambda: delivery()["attempts"] >= 1, 10, "a first (failed) attempt")
