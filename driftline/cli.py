@@ -211,7 +211,12 @@ def traffic(
         raise click.UsageError("give --bootstrap or DRIFTLINE_KAFKA_BOOTSTRAP")
     topic = Topics(topic_prefix).predictions
     click.echo(f"producing to {topic} at {rate}/s; drift after {drift_after}s", err=True)
-    sent = synthetic.stream_traffic(bootstrap, topic, model_id, rate, drift_after, duration)
+    from driftline.settings import load_settings
+
+    settings = load_settings()  # how to connect: DRIFTLINE_KAFKA_SECURITY_PROTOCOL, ...
+    sent = synthetic.stream_traffic(
+        bootstrap, topic, model_id, rate, drift_after, duration, settings=settings
+    )
     click.echo(f"sent {sent} events", err=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftline.exceptions import ConfigError
@@ -22,6 +22,47 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None,
         description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of driftline connects."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_username_file: Path | None = Field(
+        None, description="A file holding the SASL user name (a mounted secret)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="A file holding the SASL password (a mounted secret)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA certificates (PEM) to verify the brokers by; unset: the system's."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="Private key (PEM) of the client certificate."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host connected to."
+    )
+    kafka_client_id: str = Field(
+        "driftline", min_length=1, description="Client id of driftline's Kafka clients."
+    )
+    kafka_fetch_max_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Most bytes the consumer fetches in one request."
+    )
+    kafka_max_partition_fetch_bytes: int = Field(
+        8 * 2**20, ge=1024, description="Most bytes fetched of one partition per request."
+    )
+    kafka_max_poll_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest a batch may take before the group gives the worker's partitions "
+        "to another (the worker then stops and rejoins: nothing is counted twice).",
     )
     embedded_broker_port: int | None = Field(
         None,
@@ -119,6 +160,50 @@ class Settings(BaseSettings):
                 "is set (or a quiet stream would never be stored)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def kafka_security_problem(settings: Settings) -> str | None:
+    """What is wrong with the Kafka security settings (None: nothing), naming the
+    variable to fix."""
+    protocol = settings.kafka_security_protocol
+    sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    pairs = [
+        ("USERNAME", settings.kafka_sasl_username, settings.kafka_sasl_username_file),
+        ("PASSWORD", settings.kafka_sasl_password, settings.kafka_sasl_password_file),
+    ]
+    for name, value, file in pairs:
+        if value is not None and file is not None:
+            return f"set DRIFTLINE_KAFKA_SASL_{name} or DRIFTLINE_KAFKA_SASL_{name}_FILE, not both"
+    if sasl:
+        if settings.kafka_sasl_mechanism is None:
+            return f"DRIFTLINE_KAFKA_SASL_MECHANISM is needed with {protocol}"
+        for name, value, file in pairs:
+            if value is None and file is None:
+                return f"DRIFTLINE_KAFKA_SASL_{name} (or _FILE) is needed with {protocol}"
+    elif settings.kafka_sasl_mechanism is not None or any(v or f for _, v, f in pairs):
+        return f"DRIFTLINE_KAFKA_SASL_* are for SASL_PLAINTEXT or SASL_SSL, not {protocol}"
+    files = {
+        "SSL_CAFILE": settings.kafka_ssl_cafile,
+        "SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    if not tls and any(files.values()):
+        return f"DRIFTLINE_KAFKA_SSL_* are for SSL or SASL_SSL, not {protocol}"
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        return "DRIFTLINE_KAFKA_SSL_CERTFILE and DRIFTLINE_KAFKA_SSL_KEYFILE go together"
+    named = {**files, "SASL_USERNAME_FILE": settings.kafka_sasl_username_file}
+    named["SASL_PASSWORD_FILE"] = settings.kafka_sasl_password_file
+    for name, path in named.items():
+        if path is not None and not path.is_file():
+            return f"DRIFTLINE_KAFKA_{name}: no file {path}"
+    return None
 
 
 def load_settings() -> Settings:

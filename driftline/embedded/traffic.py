@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -14,6 +14,9 @@ import pyarrow.parquet as pq
 from confluent_kafka import Producer
 
 from driftline.kafka_clients import librdkafka_config
+
+if TYPE_CHECKING:
+    from driftline.settings import Settings
 
 COUNTRIES = ["US", "DE", "FR", "IN", "BR"]
 REFERENCE_COUNTRY_P = [0.40, 0.20, 0.15, 0.15, 0.10]
@@ -81,11 +84,12 @@ def stream_traffic(
     rate: float,
     drift_after_s: float,
     duration_s: float | None = None,
+    settings: Settings | None = None,
 ) -> int:
     """Produce live events (event time = now) at ``rate`` per second, drifted after
     ``drift_after_s`` seconds; for ``duration_s`` seconds or until interrupted."""
     producer = Producer(
-        librdkafka_config(bootstrap, **{"enable.idempotence": True, "linger.ms": 20})
+        librdkafka_config(bootstrap, settings, **{"enable.idempotence": True, "linger.ms": 20})
     )
     rng = np.random.default_rng()
     started = time.time()

@@ -18,7 +18,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 from prometheus_client import CollectorRegistry
 
-from driftline.kafka_clients import librdkafka_config
+from driftline.kafka_clients import faust_credentials, librdkafka_config
 from driftline.monitoring import Monitor
 from driftline.registry import (
     RecordKey,
@@ -74,7 +74,9 @@ class RelayService(Service):
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession()
         # Lazy: no producer until a Kafka target (of the file or the API) needs one.
-        self._kafka = KafkaSender(self._bootstrap, partitions=self._settings.topic_partitions)
+        self._kafka = KafkaSender(
+            self._bootstrap, partitions=self._settings.topic_partitions, settings=self._settings
+        )
 
     async def on_stop(self) -> None:
         if self._session is not None:
@@ -165,6 +167,8 @@ def create_app(
     app = _App(
         settings.consumer_group,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
+        broker_client_id=settings.kafka_client_id,
         store="memory://",
         autodiscover=False,
         datadir=str(settings.data_dir),
@@ -208,7 +212,7 @@ def create_app(
         settings.snapshot_every_events,
         settings.snapshot_every_s,
         home_topics={topics.labels: topics.predictions},
-        logs=LogInspector(bootstrap),
+        logs=LogInspector(bootstrap, settings=settings),
     )
 
     # Predictions and labels (co-partitioned: partition N of each comes to one worker),
@@ -285,7 +289,7 @@ def create_app(
 
     app.timer(interval=settings.monitors_refresh_s)(refresh_monitors)
 
-    admin = AdminClient(librdkafka_config(bootstrap))
+    admin = AdminClient(librdkafka_config(bootstrap, settings))
 
     async def check_broker() -> None:
         """Readiness: can the broker answer a metadata request?"""

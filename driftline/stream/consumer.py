@@ -28,6 +28,7 @@ from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untype
 from aiokafka.errors import CommitFailedError, KafkaError  # type: ignore[import-untyped]
 from mode import Service
 
+from driftline.kafka_clients import aiokafka_options
 from driftline.settings import Settings
 from driftline.stream.deadletter import SourceMessage
 from driftline.stream.service import DriftService
@@ -137,8 +138,10 @@ class StreamConsumer(Service):
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=min(3000, session_ms // 3),
             max_poll_records=self._settings.batch_size,
-            max_partition_fetch_bytes=8 * 2**20,
-            fetch_max_bytes=64 * 2**20,
+            max_partition_fetch_bytes=self._settings.kafka_max_partition_fetch_bytes,
+            fetch_max_bytes=self._settings.kafka_fetch_max_bytes,
+            max_poll_interval_ms=int(self._settings.kafka_max_poll_interval_s * 1000),
+            **aiokafka_options(self._settings),
         )
         listener = _Rebalance(self._service, self.consumer, self._positions)
         self.consumer.subscribe(self._topics, listener=listener)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from driftline.kafka_clients import librdkafka_config
+
+if TYPE_CHECKING:
+    from driftline.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,9 +100,13 @@ class LogInspector:
     unknown (and nothing is concluded from it)."""
 
     def __init__(
-        self, bootstrap: str, timeout_s: float = 10.0, answer_within_s: float = 30.0
+        self,
+        bootstrap: str,
+        timeout_s: float = 10.0,
+        answer_within_s: float = 30.0,
+        settings: Settings | None = None,
     ) -> None:
-        self._admin = AdminClient(librdkafka_config(bootstrap))
+        self._admin = AdminClient(librdkafka_config(bootstrap, settings))
         self._timeout_s = timeout_s
         self._answer_within_s = answer_within_s
         self._cached: dict[str, tuple[str | None, float]] = {}

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from driftline.exceptions import BrokerError
 from driftline.kafka_clients import librdkafka_config
+
+if TYPE_CHECKING:
+    from driftline.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ def ensure_topics(
     partitions: int,
     timeout_s: float = 15.0,
     copartitioned: Sequence[str] = (),
+    settings: Settings | None = None,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are.
 
@@ -51,7 +56,7 @@ def ensure_topics(
     that partition N of each goes to the same worker: a missing one is created with the
     count of those that exist, and different counts are an error.
     """
-    admin = AdminClient(librdkafka_config(bootstrap))
+    admin = AdminClient(librdkafka_config(bootstrap, settings))
     try:
         _ensure(admin, bootstrap, names, partitions, timeout_s, copartitioned)
     finally:

@@ -152,6 +152,7 @@ def _run(settings: Settings) -> None:
             names,
             settings.topic_partitions,
             copartitioned=[topics.predictions, topics.labels],
+            settings=settings,
         )
         app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs, known=seen)
         # What is loaded by now (modules, reference profiles) lives as long as the process:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -19,6 +19,9 @@ from driftline.schemas.monitors import KafkaTarget, Target
 from driftline.store import DeliveryRow
 from driftline.stream.topics import ensure_topics
 from driftline.triggers.delivery import Delivery
+
+if TYPE_CHECKING:
+    from driftline.settings import Settings
 
 #: The message timeouts of the producers Kafka targets share.
 MESSAGE_TIMEOUTS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -39,9 +42,14 @@ class KafkaSender:
     """Publishes retraining events with idempotent producers (acks from all replicas)."""
 
     def __init__(
-        self, bootstrap: str, config: dict[str, Any] | None = None, partitions: int = 1
+        self,
+        bootstrap: str,
+        config: dict[str, Any] | None = None,
+        partitions: int = 1,
+        settings: Settings | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._settings = settings
         self._config = config or {}
         self._partitions = partitions
         self._producers: dict[int, Producer] = {}
@@ -64,6 +72,7 @@ class KafkaSender:
             producer = self._producers[timeout_ms] = Producer(
                 librdkafka_config(
                     self._bootstrap,
+                    self._settings,
                     **{
                         "enable.idempotence": True,
                         "acks": "all",
@@ -85,7 +94,9 @@ class KafkaSender:
                     self._bootstrap,
                     [target.topic],
                     self._partitions,
-                    target.timeout_s,  # one of the attempt's two bounded calls
+                    target.timeout_s,  # one of the attempt's bounded calls
+                    (),
+                    self._settings,
                 )
             except BrokerError as exc:
                 return Delivery(False, None, str(exc), time.perf_counter() - started)

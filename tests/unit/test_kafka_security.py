@@ -1,0 +1,144 @@
+"""Kafka security settings: checked at startup naming the variable, and built in one place
+into each client's configuration (librdkafka's names, aiokafka's, Faust's credentials)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from driftline.exceptions import ConfigError
+from driftline.kafka_clients import (
+    aiokafka_options,
+    faust_credentials,
+    librdkafka_config,
+    ssl_context,
+)
+from driftline.settings import Settings, load_settings
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    """A CA, and a client certificate and key it signed, as PEM files."""
+    ca = trustme.CA()
+    client = ca.issue_cert("driftline-client")
+    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    client.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    client.private_key_pem.write_to_path(str(files["key"]))
+    return files
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SECURITY_PROTOCOL": "SASL_SSL"}, "DRIFTLINE_KAFKA_SASL_MECHANISM is needed"),
+        (
+            {"SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SASL_MECHANISM": "PLAIN"},
+            "DRIFTLINE_KAFKA_SASL_USERNAME (or _FILE) is needed",
+        ),
+        (
+            {"SASL_MECHANISM": "PLAIN", "SASL_USERNAME": "u", "SASL_PASSWORD": "p"},
+            "DRIFTLINE_KAFKA_SASL_* are for SASL_PLAINTEXT or SASL_SSL, not PLAINTEXT",
+        ),
+        (
+            {"SECURITY_PROTOCOL": "SSL", "SSL_CERTFILE": "/etc/hostname"},
+            "DRIFTLINE_KAFKA_SSL_CERTFILE and DRIFTLINE_KAFKA_SSL_KEYFILE go together",
+        ),
+        (
+            {"SECURITY_PROTOCOL": "SSL", "SSL_CAFILE": "/nonexistent/ca.pem"},
+            "DRIFTLINE_KAFKA_SSL_CAFILE: no file /nonexistent/ca.pem",
+        ),
+        ({"SSL_CAFILE": "/etc/hostname"}, "DRIFTLINE_KAFKA_SSL_* are for SSL or SASL_SSL"),
+        ({"SECURITY_PROTOCOL": "TLS"}, "DRIFTLINE_KAFKA_SECURITY_PROTOCOL"),
+        (
+            {
+                "SECURITY_PROTOCOL": "SASL_SSL",
+                "SASL_MECHANISM": "PLAIN",
+                "SASL_USERNAME": "u",
+                "SASL_PASSWORD": "p",
+                "SASL_PASSWORD_FILE": "/etc/hostname",
+            },
+            "set DRIFTLINE_KAFKA_SASL_PASSWORD or DRIFTLINE_KAFKA_SASL_PASSWORD_FILE, not both",
+        ),
+    ],
+)
+def test_bad_security_settings_fail_at_startup_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(f"DRIFTLINE_KAFKA_{name}", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_plaintext_by_default_changes_nothing_but_the_client_id() -> None:
+    settings = Settings()
+    config = librdkafka_config("127.0.0.1:9092", settings)
+    assert config["security.protocol"] == "plaintext"
+    assert config["client.id"] == "driftline"
+    assert not [k for k in config if k.startswith(("sasl.", "ssl."))]
+    assert aiokafka_options(settings) == {
+        "client_id": "driftline",
+        "security_protocol": "PLAINTEXT",
+    }
+    assert faust_credentials(settings) is None
+
+
+def test_sasl_ssl_with_scram_and_a_mounted_password(tmp_path: Path, pki: dict[str, Path]) -> None:
+    password = tmp_path / "password"
+    password.write_text("hunter2\n")  # as a mounted secret often ends
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="drift",
+        kafka_sasl_password_file=password,
+        kafka_ssl_cafile=pki["ca"],
+        kafka_client_id="drift-prod",
+    )
+    config = librdkafka_config("b1:9093,b2:9093", settings, **{"acks": "all"})
+    assert {k: v for k, v in config.items() if k not in ("logger", "log.connection.close")} == {
+        "bootstrap.servers": "b1:9093,b2:9093",
+        "client.id": "drift-prod",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "drift",
+        "sasl.password": "hunter2",
+        "ssl.ca.location": str(pki["ca"]),
+        "ssl.endpoint.identification.algorithm": "https",
+        "acks": "all",
+    }
+    options = aiokafka_options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("drift", "hunter2")
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    assert options["ssl_context"].check_hostname
+    credentials = faust_credentials(settings)
+    assert (credentials.username, credentials.password) == ("drift", "hunter2")
+    assert credentials.ssl_context is not None
+    password.write_text("rotated")  # read at each client's making
+    assert librdkafka_config("b1:9093", settings)["sasl.password"] == "rotated"
+    assert "hunter2" not in repr(settings)
+
+
+def test_mutual_tls_loads_the_client_certificate(pki: dict[str, Path]) -> None:
+    settings = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=pki["ca"],
+        kafka_ssl_certfile=pki["cert"],
+        kafka_ssl_keyfile=pki["key"],
+        kafka_ssl_check_hostname=False,
+    )
+    config = librdkafka_config("b1:9093", settings)
+    assert config["ssl.certificate.location"] == str(pki["cert"])
+    assert config["ssl.key.location"] == str(pki["key"])
+    assert config["ssl.endpoint.identification.algorithm"] == "none"
+    context = ssl_context(settings)
+    assert not context.check_hostname
+    assert context.get_ca_certs()  # the CA file's
+    assert faust_credentials(settings).context is not None
