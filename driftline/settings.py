@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         300.0,
         gt=0,
         description="Longest a batch may take before the group gives the worker's partitions "
-        "to another (the worker then stops and rejoins: nothing is counted twice).",
+        "to another (whose counts this worker's later write then cannot replace).",
     )
     embedded_broker_port: int | None = Field(
         None,
