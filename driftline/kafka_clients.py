@@ -63,6 +63,62 @@ def _librdkafka_security(settings: Settings) -> dict[str, Any]:
     return config
 
 
+#: What librdkafka says when a connection fails, and the settings to check then.
+_HINTS = (
+    (
+        ("certificate verify failed", "ssl handshake failed", "unable to get local issuer"),
+        "the broker's certificate is not trusted, or the TLS handshake failed: check "
+        "DRIFTLINE_KAFKA_SSL_CAFILE (and DRIFTLINE_KAFKA_SSL_CHECK_HOSTNAME, "
+        "DRIFTLINE_KAFKA_SSL_CERTFILE and _KEYFILE if the broker asks for a client certificate)",
+    ),
+    (
+        ("authentication", "sasl"),
+        "the broker refused the credentials: check DRIFTLINE_KAFKA_SASL_USERNAME, "
+        "DRIFTLINE_KAFKA_SASL_PASSWORD and DRIFTLINE_KAFKA_SASL_MECHANISM",
+    ),
+    (
+        ("security.protocol", "apiversion", "disconnected"),
+        "the broker speaks another protocol than DRIFTLINE_KAFKA_SECURITY_PROTOCOL (a TLS "
+        "listener needs SSL or SASL_SSL)",
+    ),
+)
+
+
+class HeardLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """librdkafka's logger for a client whose lines are kept too (why it cannot connect
+    is said only there: an SSL handshake's reason, a SASL failure)."""
+
+    def __init__(self) -> None:
+        super().__init__(LIBRDKAFKA_LOG, {})
+        self.lines: list[str] = []
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        self.lines.append(str(msg) % args if args else str(msg))
+        super().log(level, msg, *args, **kwargs)
+
+
+def connection_hint(errors: list[str], tls: bool = False) -> str:
+    """The settings to check, from what librdkafka said while it could not connect (a
+    broker that closes the connection on a TLS client without a certificate says
+    nothing more).
+
+    >>> connection_hint(["SSL handshake failed: certificate verify failed"])[:33]
+    "the broker's certificate is not t"
+    >>> connection_hint([])
+    'check DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_KAFKA_SECURITY_PROTOCOL'
+    """
+    said = " ".join(errors).lower()
+    for words, hint in _HINTS:
+        if any(word in said for word in words):
+            return hint
+    if tls:
+        return (
+            "check DRIFTLINE_KAFKA_BOOTSTRAP; a broker that closes TLS connections may want a "
+            "client certificate (DRIFTLINE_KAFKA_SSL_CERTFILE and DRIFTLINE_KAFKA_SSL_KEYFILE)"
+        )
+    return "check DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_KAFKA_SECURITY_PROTOCOL"
+
+
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of an aiokafka client connecting as ``settings`` say."""
     options: dict[str, Any] = {

@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from driftline.exceptions import BrokerError
-from driftline.kafka_clients import librdkafka_config
+from driftline.kafka_clients import HeardLog, connection_hint, librdkafka_config
 
 if TYPE_CHECKING:
     from driftline.settings import Settings
@@ -56,9 +56,11 @@ def ensure_topics(
     that partition N of each goes to the same worker: a missing one is created with the
     count of those that exist, and different counts are an error.
     """
-    admin = AdminClient(librdkafka_config(bootstrap, settings))
+    heard = HeardLog()  # what librdkafka says while it cannot connect
+    admin = AdminClient(librdkafka_config(bootstrap, settings, logger=heard))
     try:
-        _ensure(admin, bootstrap, names, partitions, timeout_s, copartitioned)
+        tls = settings is not None and settings.kafka_security_protocol.endswith("SSL")
+        _ensure(admin, bootstrap, names, partitions, timeout_s, copartitioned, heard.lines, tls)
     finally:
         admin.poll(0)  # hand librdkafka's log lines to Python logging
 
@@ -70,6 +72,8 @@ def _ensure(
     partitions: int,
     timeout_s: float,
     copartitioned: Sequence[str],
+    errors: list[str],
+    tls: bool = False,
 ) -> None:
     try:
         existing = {
@@ -77,7 +81,12 @@ def _ensure(
             for name, meta in admin.list_topics(timeout=timeout_s).topics.items()
         }
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        admin.poll(0.2)  # librdkafka's log lines (why it failed) arrive when it is polled
+        said = f" ({errors[-1]})" if errors else ""
+        raise BrokerError(
+            f"cannot reach Kafka at {bootstrap}: {exc.args[0].str()}{said}; "
+            f"{connection_hint(errors, tls)}"
+        ) from None
     counts = {name: existing[name] for name in copartitioned if name in existing}
     if len(set(counts.values())) > 1:
         found = ", ".join(f"{name} has {count}" for name, count in counts.items())

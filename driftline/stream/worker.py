@@ -153,6 +153,7 @@ def _run(settings: Settings) -> None:
             settings.topic_partitions,
             copartitioned=[topics.predictions, topics.labels],
             settings=settings,
+            timeout_s=max(10.0, settings.session_timeout_s),  # unreachable: it stops soon
         )
         app, _ = create_app(settings, bootstrap, monitors, store, file_specs=file_specs, known=seen)
         # What is loaded by now (modules, reference profiles) lives as long as the process:

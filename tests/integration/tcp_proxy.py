@@ -1,8 +1,10 @@
-"""A TCP proxy that can cut a service off (drop every connection, refuse new ones)."""
+"""A TCP proxy that can cut a service off (drop every connection, refuse new ones), and
+terminate TLS in front of it (a broker reached only through TLS)."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from types import TracebackType
 
@@ -10,8 +12,11 @@ from types import TracebackType
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` and ``restore()`` the link."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        self._tls = tls
         self.port = 0
         self._down = False
         self._writers: set[asyncio.StreamWriter] = set()
@@ -22,7 +27,7 @@ class TcpProxy:
     def start(self) -> TcpProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
+            asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self._tls), self._loop
         ).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
