@@ -43,6 +43,12 @@ class TcpProxy:
             await self._set_down(True)
             if self._server is not None:
                 self._server.close()
+            # Connections still open (a TLS handshake that failed is closing): let them end.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0.2)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
