@@ -58,13 +58,17 @@ def service(store: Store, broker: Broker) -> DriftService:
     )
 
 
-def messages(offsets: range, start: float = 60.0, partition: int = 0) -> list[SourceMessage]:
-    """Events at ``offsets`` of the topic, one a second from ``start`` + offset."""
+def messages(
+    offsets: range, start: float = 60.0, partition: int = 0, ids: str | None = None
+) -> list[SourceMessage]:
+    """Events at ``offsets`` of the topic, one a second from ``start`` + offset; their ids
+    ``<ids>-<offset>`` (by default of the partition)."""
+    prefix = f"e{partition}" if ids is None else ids
     return [
         SourceMessage(
             b"m",
             orjson.dumps(
-                {"model_id": "m", "event_id": f"e{partition}-{o}", "ts": start + o, "features": {}}
+                {"model_id": "m", "event_id": f"{prefix}-{o}", "ts": start + o, "features": {}}
             ),
             TOPIC,
             partition,
@@ -369,18 +373,7 @@ def test_a_client_not_allowed_the_cluster_id_still_tells_topics_apart() -> None:
 
 def new_log(offsets: range, start: float = 100.0) -> list[SourceMessage]:
     """Events of a re-created topic (their own event ids)."""
-    return [
-        SourceMessage(
-            b"m",
-            orjson.dumps(
-                {"model_id": "m", "event_id": f"new-{o}", "ts": start + o, "features": {}}
-            ),
-            TOPIC,
-            0,
-            o,
-        )
-        for o in offsets
-    ]
+    return messages(offsets, start, ids="new")
 
 
 def test_a_topic_recreated_before_anything_was_stored_is_counted_from_its_start(
