@@ -4,6 +4,7 @@ docker-compose (config only, no engine) and the Kubernetes schemas."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.schemas.monitors import MonitorsConfig
+from driftline.settings import Settings
 from driftline.stream.batch import StreamProcessor
 from driftline.stream.metrics import DriftCollector, Metrics, OutcomeCollector, OutcomeGauges
 from tests.conftest import unavailable
@@ -145,6 +147,12 @@ def test_compose_file_validates() -> None:
     run(tool("docker-compose"), "-f", "docker-compose.yml", "config", "--quiet")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
+    # A producer on the host reaches Kafka: a published port whose listener advertises it.
+    kafka = services["kafka"]
+    (published,) = [p for p in kafka["ports"] if p.endswith(":9094")]
+    assert published.split(":")[-2] == "9094"
+    assert "EXTERNAL://localhost:9094" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert "EXTERNAL://:9094" in kafka["environment"]["KAFKA_LISTENERS"]
     assert {"kafka", "postgres", "driftline", "prometheus", "alertmanager", "grafana"} <= set(
         services
     )
@@ -154,6 +162,41 @@ def test_compose_file_validates() -> None:
         source = mount.split(":")[0]
         if source.startswith("./"):
             assert (ROOT / source).exists(), source
+
+
+def test_the_managed_kafka_override_mounts_its_credentials_as_files(tmp_path: Path) -> None:
+    override = DEPLOY / "compose" / "managed-kafka.yml"
+    secrets = DEPLOY / "compose" / "secrets"
+    made = [secrets / n for n in ("kafka-username", "kafka-password", "kafka-ca.pem")]
+    made = [path for path in made if not path.exists()]
+    for path in made:
+        path.write_text("placeholder for the config check\n")
+    try:
+        done = subprocess.run(
+            [tool("docker-compose"), "-f", "docker-compose.yml", "-f", str(override), "config"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "KAFKA_BOOTSTRAP": "broker.example:9096"},
+        )
+    finally:
+        for path in made:
+            path.unlink()
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)
+    driftline = merged["services"]["driftline"]
+    env = driftline["environment"]
+    assert env["DRIFTLINE_KAFKA_BOOTSTRAP"] == "broker.example:9096"
+    mounted = {
+        f"/run/secrets/{s if isinstance(s, str) else s['source']}" for s in driftline["secrets"]
+    }
+    files = {v for k, v in env.items() if k.endswith(("_FILE", "_CAFILE"))}
+    assert files
+    assert files <= mounted
+    assert not any("PASSWORD" in k and not k.endswith("_FILE") for k in env)
+    unknown = {k for k in env if k.removeprefix("DRIFTLINE_").lower() not in Settings.model_fields}
+    assert not unknown, f"not driftline settings: {unknown}"
 
 
 def test_the_dockerfile_runs_as_a_non_root_user_with_a_healthcheck() -> None:
@@ -190,7 +233,27 @@ def test_k8s_objects_fit_together(monkeypatch: pytest.MonkeyPatch) -> None:
     (container,) = pod["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Building references takes time: a startup probe allows it, liveness waits for it.
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert container["livenessProbe"].get("initialDelaySeconds", 0) <= 10
     labels = pod["metadata"]["labels"]
+    budget = docs["PodDisruptionBudget"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["maxUnavailable"] < deployment["spec"]["replicas"]
+    # Kafka's credentials come from a mounted Secret, as files the settings name.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    values = {e["name"]: e.get("value") for e in container["env"]}
+    files = [v for k, v in values.items() if k.startswith("DRIFTLINE_KAFKA") and "FILE" in k]
+    assert len(files) == 3
+    for path in files:
+        (volume,) = [n for n, m in mounts.items() if path.startswith(m + "/")]
+        assert "secret" in volumes[volume]
+    assert not any(
+        k.startswith("DRIFTLINE_KAFKA_SASL_PASSWORD") and not k.endswith("_FILE") for k in values
+    )
     assert service["spec"]["selector"].items() <= labels.items()
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
