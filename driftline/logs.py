@@ -36,6 +36,33 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body).decode()
 
 
+class RedactSasl(logging.Filter):
+    """Hides the SASL exchange in the Kafka clients' debug lines: aiokafka logs every
+    request it sends, and a SASL/PLAIN request holds the password.
+
+    >>> class SaslAuthenticateRequest_v1:
+    ...     def __repr__(self) -> str:
+    ...         return "SaslAuthenticateRequest_v1(sasl_auth_bytes=b'u\\x00u\\x00pw')"
+    >>> record = logging.LogRecord(
+    ...     "aiokafka.conn", logging.DEBUG, "c.py", 1, "Request %d: %s",
+    ...     (3, SaslAuthenticateRequest_v1()), None
+    ... )
+    >>> RedactSasl().filter(record), record.getMessage()
+    (True, 'Request 3: SaslAuthenticateRequest_v1(redacted)')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_sasl(arg) for arg in record.args):
+            record.args = tuple(
+                f"{type(arg).__name__}(redacted)" if _sasl(arg) else arg for arg in record.args
+            )
+        return True
+
+
+def _sasl(value: object) -> bool:
+    return type(value).__name__.startswith(("SaslAuthenticate", "SaslHandShake", "SaslHandshake"))
+
+
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
     """A dictConfig for the worker: JSON lines, or plain text for people (``console``).
 
@@ -49,10 +76,12 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"sasl": {"()": f"{__name__}.RedactSasl"}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
+                "filters": ["sasl"],
                 "stream": "ext://sys.stderr",
             }
         },

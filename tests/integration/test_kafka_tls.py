@@ -19,7 +19,7 @@ import pytest
 import trustme
 import yaml
 from click.testing import CliRunner
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from driftline.cli import cli
 from driftline.embedded.broker import EmbeddedBroker, free_port
@@ -115,14 +115,11 @@ def wait_for(condition: object, within_s: float, what: str) -> None:
 
 
 def read_topic(bootstrap: str, settings: Settings, topic: str, expected: int) -> list[bytes]:
-    consumer = Consumer(
-        librdkafka_config(
-            bootstrap,
-            settings,
-            **{"group.id": f"check-{topic}", "auto.offset.reset": "earliest"},
-        )
-    )
-    consumer.subscribe([topic])
+    """The first ``expected`` values of ``topic``, read from every partition's start
+    (assigned, not subscribed: no consumer group to join)."""
+    consumer = Consumer(librdkafka_config(bootstrap, settings, **{"group.id": "unused"}))
+    partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     values: list[bytes] = []
     deadline = time.monotonic() + 30
     try:
@@ -141,55 +138,62 @@ def test_everything_connects_through_tls(
 ) -> None:
     assert isinstance(pki["ca_obj"], trustme.CA)
     env = tls_env(pki, mutual)
-    settings = Settings(**{k.lower(): v for k, v in env.items()})
-    topics = Topics(topic_prefix)
     with tls_broker(pki["ca_obj"], client_certificates=mutual) as bootstrap:
-        config = worker_settings(tmp_path, bootstrap, topic_prefix)
-        with WorkerProcess({**config, **env}, tmp_path / "worker.log") as worker:
-            traffic = CliRunner(env={f"DRIFTLINE_{k}": v for k, v in env.items()}).invoke(
-                cli,
-                [
-                    *("traffic", "--bootstrap", bootstrap, "--topic-prefix", topic_prefix),
-                    *("--rate", "100", "--duration", "2", "--drift-after", "60"),
-                ],
-            )
-            assert traffic.exit_code == 0, traffic.output
-            sent = int(traffic.output.split("sent ")[-1].split()[0])
-            assert sent > 0
-            wait_for(
-                lambda: counted(worker, "driftline_events_processed_total") >= sent,
-                60,
-                "the events sent through TLS",
-            )
-            producer = Producer(librdkafka_config(bootstrap, settings))
-            producer.produce(topics.predictions, value=b"{not json")
-            assert producer.flush(15) == 0
-            wait_for(
-                lambda: counted(worker, "driftline_events_dead_lettered_total") >= 1,
-                30,
-                "the dead letter",
-            )
-        (letter,) = read_topic(bootstrap, settings, topics.dlq, 1)
-        assert letter == b"{not json"
-        # The Kafka target publishes through TLS too.
-        sender = KafkaSender(bootstrap, settings=settings)
-        target = KafkaTarget(type="kafka", topic=f"{topic_prefix}.retraining", timeout_s=10)
-        delivery = DeliveryRow(
-            id=1,
-            trigger_id="trg_tls",
-            model_id=MODEL,
-            target_type="kafka",
-            target_url=target.key,
-            payload=json.dumps({"trigger_id": "trg_tls"}),
-            attempts=0,
-            target=None,
-            tenant=None,
+        everything_connects(bootstrap, env, tmp_path, topic_prefix)
+
+
+def everything_connects(bootstrap: str, env: dict[str, str], directory: Path, prefix: str) -> None:
+    """The worker counts what ``driftline traffic`` sends, dead-letters what a producer
+    sends, and the Kafka target publishes: all connecting to ``bootstrap`` as ``env``
+    (settings without their DRIFTLINE_ prefix) says."""
+    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    topics = Topics(prefix)
+    config = worker_settings(directory, bootstrap, prefix)
+    with WorkerProcess({**config, **env}, directory / "worker.log") as worker:
+        traffic = CliRunner(env={f"DRIFTLINE_{k}": v for k, v in env.items()}).invoke(
+            cli,
+            [
+                *("traffic", "--bootstrap", bootstrap, "--topic-prefix", prefix),
+                *("--rate", "100", "--duration", "2", "--drift-after", "60"),
+            ],
         )
-        sent_ok = asyncio.run(sender.send(target, delivery, datetime.now(UTC)))
-        sender.close()
-        assert sent_ok.ok, sent_ok.error
-        (request,) = read_topic(bootstrap, settings, target.topic or "", 1)
-        assert json.loads(request)["trigger_id"] == "trg_tls"
+        assert traffic.exit_code == 0, traffic.output
+        sent = int(traffic.output.split("sent ")[-1].split()[0])
+        assert sent > 0
+        wait_for(
+            lambda: counted(worker, "driftline_events_processed_total") >= sent,
+            60,
+            "the events sent",
+        )
+        producer = Producer(librdkafka_config(bootstrap, settings))
+        producer.produce(topics.predictions, value=b"{not json")
+        assert producer.flush(15) == 0
+        wait_for(
+            lambda: counted(worker, "driftline_events_dead_lettered_total") >= 1,
+            30,
+            "the dead letter",
+        )
+    (letter,) = read_topic(bootstrap, settings, topics.dlq, 1)
+    assert letter == b"{not json"
+    # The Kafka target publishes as the worker connects.
+    sender = KafkaSender(bootstrap, settings=settings)
+    target = KafkaTarget(type="kafka", topic=f"{prefix}.retraining", timeout_s=10)
+    delivery = DeliveryRow(
+        id=1,
+        trigger_id="trg_secure",
+        model_id=MODEL,
+        target_type="kafka",
+        target_url=target.key,
+        payload=json.dumps({"trigger_id": "trg_secure"}),
+        attempts=0,
+        target=None,
+        tenant=None,
+    )
+    sent_ok = asyncio.run(sender.send(target, delivery, datetime.now(UTC)))
+    sender.close()
+    assert sent_ok.ok, sent_ok.error
+    (request,) = read_topic(bootstrap, settings, target.topic or "", 1)
+    assert json.loads(request)["trigger_id"] == "trg_secure"
 
 
 @pytest.mark.parametrize(
