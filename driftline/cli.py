@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from driftline import __version__
-from driftline.exceptions import DriftlineError, ReferenceDataError
+from driftline.exceptions import BrokerError, DriftlineError, ReferenceDataError
 from driftline.monitoring import Evaluation, evaluate_files
 from driftline.schemas.monitors import ThresholdSpec
 from driftline.schemas.reports import DriftReport, PerformanceReport
@@ -214,10 +214,13 @@ def traffic(
     from driftline.settings import load_settings
 
     settings = load_settings()  # how to connect: DRIFTLINE_KAFKA_SECURITY_PROTOCOL, ...
-    sent = synthetic.stream_traffic(
-        bootstrap, topic, model_id, rate, drift_after, duration, settings=settings
-    )
-    click.echo(f"sent {sent} events", err=True)
+    try:
+        sent = synthetic.stream_traffic(
+            bootstrap, topic, model_id, rate, drift_after, duration, settings=settings
+        )
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"sent {sent} events (acknowledged by the broker)", err=True)
 
 
 @cli.command()

@@ -13,6 +13,8 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from driftline.settings import read_secret
+
 if TYPE_CHECKING:
     from driftline.settings import Settings
 
@@ -72,7 +74,8 @@ _HINTS = (
         "DRIFTLINE_KAFKA_SSL_CERTFILE and _KEYFILE if the broker asks for a client certificate)",
     ),
     (
-        ("authentication", "sasl"),
+        # Not "sasl": every line of a SASL client names its broker sasl_ssl://...
+        ("authentication failed", "sasl authentication", "invalid credentials"),
         "the broker refused the credentials: check DRIFTLINE_KAFKA_SASL_USERNAME, "
         "DRIFTLINE_KAFKA_SASL_PASSWORD and DRIFTLINE_KAFKA_SASL_MECHANISM",
     ),
@@ -175,7 +178,7 @@ def sasl_credentials(settings: Settings) -> tuple[str, str] | None:
 
     def value(text: str | None, file: Any) -> str:
         if file is not None:
-            return str(file.read_text()).strip()
+            return read_secret(file)
         return text or ""
 
     password = settings.kafka_sasl_password

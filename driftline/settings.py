@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -201,8 +203,54 @@ def kafka_security_problem(settings: Settings) -> str | None:
     named = {**files, "SASL_USERNAME_FILE": settings.kafka_sasl_username_file}
     named["SASL_PASSWORD_FILE"] = settings.kafka_sasl_password_file
     for name, path in named.items():
-        if path is not None and not path.is_file():
-            return f"DRIFTLINE_KAFKA_{name}: no file {path}"
+        if path is not None:
+            problem = _unreadable(path)
+            if problem:
+                return f"DRIFTLINE_KAFKA_{name}: {problem}"
+    if sasl:
+        for name, value, file in pairs:
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if file is not None:
+                try:
+                    text = read_secret(file)
+                except UnicodeDecodeError:
+                    return f"DRIFTLINE_KAFKA_SASL_{name}_FILE: {file} is not UTF-8 text"
+            if not text:
+                return f"DRIFTLINE_KAFKA_SASL_{name}{'_FILE' if file else ''} is empty"
+    return _tls_files_problem(settings) if tls else None
+
+
+def read_secret(path: Path) -> str:
+    """A secret's file's text without the line ending a shell or an editor adds."""
+    return path.read_bytes().decode().rstrip("\r\n")
+
+
+def _unreadable(path: Path) -> str | None:
+    if not path.is_file():
+        return f"no file {path}"
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror}; the worker runs as uid {os.getuid()})"
+
+
+def _tls_files_problem(settings: Settings) -> str | None:
+    """Certificates and a key the TLS libraries would refuse, found before a client
+    refuses them (librdkafka's words name no setting)."""
+    cafile, certfile = settings.kafka_ssl_cafile, settings.kafka_ssl_certfile
+    try:
+        context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    except ssl.SSLError as exc:
+        return f"DRIFTLINE_KAFKA_SSL_CAFILE: {cafile} holds no PEM certificate ({exc.reason})"
+    if certfile is not None and settings.kafka_ssl_keyfile is not None:
+        try:  # an empty password: an encrypted key fails here rather than prompting
+            context.load_cert_chain(str(certfile), str(settings.kafka_ssl_keyfile), b"")
+        except ssl.SSLError as exc:
+            return (
+                "DRIFTLINE_KAFKA_SSL_CERTFILE and _KEYFILE are not a PEM certificate and "
+                f"its unencrypted private key ({exc.reason})"
+            )
     return None
 
 
@@ -217,4 +265,5 @@ def load_settings() -> Settings:
             else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
-        raise ConfigError(f"invalid settings: {problems}") from exc
+        # Not chained: pydantic's error holds the raw input, secrets included.
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
+from driftline.exceptions import BrokerError
 from driftline.kafka_clients import librdkafka_config
 
 if TYPE_CHECKING:
@@ -87,7 +89,17 @@ def stream_traffic(
     settings: Settings | None = None,
 ) -> int:
     """Produce live events (event time = now) at ``rate`` per second, drifted after
-    ``drift_after_s`` seconds; for ``duration_s`` seconds or until interrupted."""
+    ``drift_after_s`` seconds; for ``duration_s`` seconds or until interrupted. Returns
+    how many the broker acknowledged; raises BrokerError if some were not delivered."""
+    delivered, failures = 0, []
+
+    def acknowledged(rows: int, error: KafkaError | None, _: object) -> None:
+        nonlocal delivered
+        if error is None:
+            delivered += rows
+        else:
+            failures.append(error.str())
+
     producer = Producer(
         librdkafka_config(bootstrap, settings, **{"enable.idempotence": True, "linger.ms": 20})
     )
@@ -102,12 +114,23 @@ def stream_traffic(
             ts = np.sort(rng.uniform(tick - 1.0, tick, n))
             rows = TrafficModel(drifted=drifted).rows(rng, n, ts, sent)
             body = {"model_id": model_id, "model_version": "demo", "events": rows}
-            producer.produce(topic, key=model_id.encode(), value=orjson.dumps(body))
+            producer.produce(
+                topic,
+                key=model_id.encode(),
+                value=orjson.dumps(body),
+                on_delivery=functools.partial(acknowledged, n),
+            )
             producer.poll(0)
             sent += n
             time.sleep(max(0.0, 1.0 - (time.time() - tick)))
     except KeyboardInterrupt:
         pass
     finally:
-        producer.flush(10)
-    return sent
+        left = producer.flush(10)
+    if failures or left:
+        reason = failures[-1] if failures else "no acknowledgement within 10 s"
+        raise BrokerError(
+            f"{sent - delivered} of {sent} events not delivered to {bootstrap} ({reason}); "
+            "check DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_KAFKA_SECURITY_PROTOCOL"
+        )
+    return delivered

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from driftline.exceptions import BrokerError
 from driftline.kafka_clients import HeardLog, connection_hint, librdkafka_config
@@ -65,6 +70,52 @@ def ensure_topics(
         admin.poll(0)  # hand librdkafka's log lines to Python logging
 
 
+def _unreachable(
+    admin: AdminClient, what: str, exc: KafkaException, errors: list[str], tls: bool
+) -> BrokerError:
+    admin.poll(0.2)  # librdkafka's log lines (why it failed) arrive when it is polled
+    said = f" ({errors[-1]})" if errors else ""
+    return BrokerError(
+        f"cannot reach {what}: {exc.args[0].str()}{said}; {connection_hint(errors, tls)}"
+    )
+
+
+#: Errors that say a broker did not answer (any other error is an answer from it).
+_NO_ANSWER = {
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+}
+
+
+def _reach_brokers(
+    admin: AdminClient,
+    bootstrap: str,
+    brokers: dict[int, Any],
+    timeout_s: float,
+    errors: list[str],
+    tls: bool,
+) -> None:
+    """Asks every broker the bootstrap advertises for its configuration: the consumer
+    and the producers talk to those addresses, not to the bootstrap's (a certificate
+    naming only the bootstrap host, a listener of another protocol fail only there)."""
+    resources = [ConfigResource(ResourceType.BROKER, str(broker)) for broker in brokers]
+    if not resources:
+        return
+    futures = admin.describe_configs(resources, request_timeout=timeout_s)
+    for resource, future in futures.items():
+        try:
+            future.result(timeout=timeout_s + 5)
+        except KafkaException as exc:
+            if exc.args[0].code() in _NO_ANSWER:
+                address = brokers[int(resource.name)]
+                what = f"Kafka broker {resource.name} at {address.host}:{address.port}"
+                where = f"{what} (advertised by {bootstrap})"
+                raise _unreachable(admin, where, exc, errors, tls) from None
+
+
 def _ensure(
     admin: AdminClient,
     bootstrap: str,
@@ -76,17 +127,11 @@ def _ensure(
     tls: bool = False,
 ) -> None:
     try:
-        existing = {
-            name: len(meta.partitions)
-            for name, meta in admin.list_topics(timeout=timeout_s).topics.items()
-        }
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        admin.poll(0.2)  # librdkafka's log lines (why it failed) arrive when it is polled
-        said = f" ({errors[-1]})" if errors else ""
-        raise BrokerError(
-            f"cannot reach Kafka at {bootstrap}: {exc.args[0].str()}{said}; "
-            f"{connection_hint(errors, tls)}"
-        ) from None
+        raise _unreachable(admin, f"Kafka at {bootstrap}", exc, errors, tls) from None
+    existing = {name: len(meta.partitions) for name, meta in metadata.topics.items()}
+    _reach_brokers(admin, bootstrap, metadata.brokers, timeout_s, errors, tls)
     counts = {name: existing[name] for name in copartitioned if name in existing}
     if len(set(counts.values())) > 1:
         found = ", ".join(f"{name} has {count}" for name, count in counts.items())

@@ -165,24 +165,25 @@ def test_compose_file_validates() -> None:
 
 
 def test_the_managed_kafka_override_mounts_its_credentials_as_files(tmp_path: Path) -> None:
-    override = DEPLOY / "compose" / "managed-kafka.yml"
-    secrets = DEPLOY / "compose" / "secrets"
-    made = [secrets / n for n in ("kafka-username", "kafka-password", "kafka-ca.pem")]
-    made = [path for path in made if not path.exists()]
-    for path in made:
-        path.write_text("placeholder for the config check\n")
-    try:
-        done = subprocess.run(
-            [tool("docker-compose"), "-f", "docker-compose.yml", "-f", str(override), "config"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "KAFKA_BOOTSTRAP": "broker.example:9096"},
-        )
-    finally:
-        for path in made:
-            path.unlink()
+    # A copy of the stack, so that the secret files the check needs are not left in
+    # the checkout.
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path)
+    compose = tmp_path / "deploy" / "compose"
+    (compose / "secrets").mkdir(parents=True)
+    shutil.copy(DEPLOY / "compose" / "managed-kafka.yml", compose)
+    for name in ("kafka-username", "kafka-password", "kafka-ca.pem"):
+        (compose / "secrets" / name).write_text("placeholder for the config check\n")
+    done = subprocess.run(
+        [
+            *(tool("docker-compose"), "-f", "docker-compose.yml"),
+            *("-f", "deploy/compose/managed-kafka.yml", "config"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KAFKA_BOOTSTRAP": "broker.example:9096"},
+    )
     assert done.returncode == 0, done.stderr
     merged = yaml.safe_load(done.stdout)
     driftline = merged["services"]["driftline"]

@@ -58,10 +58,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | trustme.CA
 
 
 @contextlib.contextmanager
-def tls_broker(ca: trustme.CA, client_certificates: bool) -> Iterator[str]:
-    """The embedded broker behind a TLS proxy; its bootstrap (the proxy's address)."""
+def tls_broker(
+    ca: trustme.CA,
+    client_certificates: bool,
+    names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
+    """The embedded broker behind a TLS proxy whose certificate has ``names``; its
+    bootstrap (the proxy's address as ``host``; the broker advertises 127.0.0.1)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca.issue_cert(*names).configure_cert(context)
     if client_certificates:
         ca.configure_trust(context)
         context.verify_mode = ssl.CERT_REQUIRED
@@ -70,7 +76,7 @@ def tls_broker(ca: trustme.CA, client_certificates: bool) -> Iterator[str]:
         broker = EmbeddedBroker(port=port, advertised_port=proxy.port)
         broker.start()
         try:
-            yield f"127.0.0.1:{proxy.port}"
+            yield f"{host}:{proxy.port}"
         finally:
             broker.stop()
 
@@ -202,6 +208,9 @@ def everything_connects(bootstrap: str, env: dict[str, str], directory: Path, pr
         ("another CA", "DRIFTLINE_KAFKA_SSL_CAFILE"),
         ("no client certificate", "DRIFTLINE_KAFKA_SSL_CERTFILE"),
         ("plaintext", "DRIFTLINE_KAFKA_SECURITY_PROTOCOL"),
+        # The bootstrap's name is in the certificate, the advertised broker's is not:
+        # only the connections the consumer and producers make would fail.
+        ("a broker's name not in its certificate", "DRIFTLINE_KAFKA_SSL_CHECK_HOSTNAME"),
     ],
 )
 def test_a_wrong_tls_setting_stops_the_worker_at_once_naming_it(
@@ -212,9 +221,14 @@ def test_a_wrong_tls_setting_stops_the_worker_at_once_naming_it(
         "another CA": {**tls_env(pki), "KAFKA_SSL_CAFILE": str(pki["other_ca"])},
         "no client certificate": tls_env(pki),
         "plaintext": {},
+        "a broker's name not in its certificate": tls_env(pki),
     }[case]
+    advertised_unnamed = case == "a broker's name not in its certificate"
     with tls_broker(
-        pki["ca_obj"], client_certificates=case == "no client certificate"
+        pki["ca_obj"],
+        client_certificates=case == "no client certificate",
+        names=("localhost",) if advertised_unnamed else ("127.0.0.1", "localhost"),
+        host="localhost" if advertised_unnamed else "127.0.0.1",
     ) as bootstrap:
         config = worker_settings(tmp_path, bootstrap, topic_prefix)
         started = time.monotonic()
@@ -223,3 +237,5 @@ def test_a_wrong_tls_setting_stops_the_worker_at_once_naming_it(
         assert time.monotonic() - started < 30
     assert "cannot reach Kafka" in str(stopped.value)
     assert hint in str(stopped.value)
+    if advertised_unnamed:
+        assert f"(advertised by {bootstrap})" in str(stopped.value)

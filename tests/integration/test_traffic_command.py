@@ -56,3 +56,13 @@ def test_without_a_broker_it_says_what_to_give() -> None:
     done = CliRunner(env={"DRIFTLINE_KAFKA_BOOTSTRAP": ""}).invoke(cli, ["traffic"])
     assert done.exit_code == 2
     assert "--bootstrap" in done.output
+
+
+def test_events_no_broker_acknowledged_are_an_error_not_a_count() -> None:
+    """A producer whose events never arrive says so (nothing listens on port 1)."""
+    done = CliRunner().invoke(
+        cli, ["traffic", "--bootstrap", "127.0.0.1:1", "--rate", "20", "--duration", "1"]
+    )
+    assert done.exit_code == 1, done.output
+    assert "not delivered to 127.0.0.1:1" in done.output
+    assert "sent " not in done.output

@@ -12,6 +12,7 @@ import trustme
 from driftline.exceptions import ConfigError
 from driftline.kafka_clients import (
     aiokafka_options,
+    connection_hint,
     faust_credentials,
     librdkafka_config,
     ssl_context,
@@ -142,3 +143,81 @@ def test_mutual_tls_loads_the_client_certificate(pki: dict[str, Path]) -> None:
     assert not context.check_hostname
     assert context.get_ca_certs()  # the CA file's
     assert faust_credentials(settings).context is not None
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("an empty password file", "DRIFTLINE_KAFKA_SASL_PASSWORD_FILE is empty"),
+        ("a password file of a newline", "DRIFTLINE_KAFKA_SASL_PASSWORD_FILE is empty"),
+        ("a password file not UTF-8", "DRIFTLINE_KAFKA_SASL_PASSWORD_FILE: "),
+        ("an empty password", "DRIFTLINE_KAFKA_SASL_PASSWORD is empty"),
+        ("a CA file of no certificate", "DRIFTLINE_KAFKA_SSL_CAFILE: "),
+        ("a key that is not the certificate's", "DRIFTLINE_KAFKA_SSL_CERTFILE and _KEYFILE"),
+        ("a key file of garbage", "DRIFTLINE_KAFKA_SSL_CERTFILE and _KEYFILE"),
+    ],
+)
+def test_files_a_client_would_refuse_fail_at_startup_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki: dict[str, Path], case: str, message: str
+) -> None:
+    """Settings that pass a glance but that librdkafka refuses with words naming no
+    setting (or a traceback showing a byte of the secret)."""
+    secret, other = tmp_path / "password", trustme.CA().issue_cert("someone-else")
+    env = {
+        "SECURITY_PROTOCOL": "SASL_SSL",
+        "SASL_MECHANISM": "PLAIN",
+        "SASL_USERNAME": "drift",
+        "SASL_PASSWORD_FILE": str(secret),
+        "SSL_CAFILE": str(pki["ca"]),
+        "SSL_CERTFILE": str(pki["cert"]),
+        "SSL_KEYFILE": str(pki["key"]),
+    }
+    secret.write_text("hunter2")
+    if case == "an empty password file":
+        secret.write_text("")
+    elif case == "a password file of a newline":
+        secret.write_text("\r\n")
+    elif case == "a password file not UTF-8":
+        secret.write_bytes(b"hunter2\xff")
+    elif case == "an empty password":
+        del env["SASL_PASSWORD_FILE"]
+        env["SASL_PASSWORD"] = ""
+    elif case == "a CA file of no certificate":
+        pki["ca"].write_text("not a certificate\n")
+    elif case == "a key that is not the certificate's":
+        other.private_key_pem.write_to_path(str(pki["key"]))
+    else:
+        pki["key"].write_text("garbage\n")
+    for name, value in env.items():
+        monkeypatch.setenv(f"DRIFTLINE_KAFKA_{name}", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None  # pydantic's error, holding the input, is dropped
+    assert caught.value.__suppress_context__
+
+
+def test_a_password_file_keeps_its_spaces_and_loses_its_line_ending(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(" two spaces  \n")
+    settings = Settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="drift",
+        kafka_sasl_password_file=secret,
+    )
+    assert librdkafka_config("b1:9092", settings)["sasl.password"] == " two spaces  "
+
+
+def test_the_credentials_hint_needs_words_of_a_refusal_not_a_sasl_address() -> None:
+    refused = (
+        "sasl_plaintext://127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: "
+        "Connection refused (after 0ms in state CONNECT)"
+    )
+    assert "SASL_PASSWORD" not in connection_hint([refused])
+    wrong = (
+        "sasl_ssl://b1:9093/bootstrap: SASL authentication error: Authentication failed "
+        "during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+    )
+    assert "DRIFTLINE_KAFKA_SASL_PASSWORD" in connection_hint([refused, wrong])
