@@ -284,24 +284,74 @@ class PerformanceSpec(_Strict):
         return self.metric in ("accuracy", "f1")
 
 
+_Count = Annotated[int, Field(ge=1, le=1_000_000_000)]
+
+
+class AdwinParams(_Strict):
+    """What river's ``drift.ADWIN`` accepts, each within what it can run with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clock: _Count = 1
+    max_buckets: Annotated[int, Field(ge=1, le=1_000)] = 5
+    min_window_length: _Count = 5
+    grace_period: _Count = 10
+
+
+class PageHinkleyParams(_Strict):
+    """What river's ``drift.PageHinkley`` accepts (``mode`` is always ``up``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    min_instances: _Count = 30
+    delta: float = Field(0.05, ge=0)
+    threshold: float = Field(50.0, gt=0)
+    alpha: float = Field(1.0, gt=0, le=1)
+    mode: Literal["up"] = "up"
+
+
+_PARAMS: dict[str, type[AdwinParams] | type[PageHinkleyParams]] = {
+    "adwin": AdwinParams,
+    "page_hinkley": PageHinkleyParams,
+}
+
+
 class ConceptSpec(_Strict):
     """A river concept-drift detector over the per-prediction loss (0/1 error for
     classification, absolute error for regression)."""
 
     detector: Literal["adwin", "page_hinkley"] = "adwin"
     params: dict[str, float | int | str] = Field(
-        default_factory=dict, description="river parameters, e.g. {delta: 0.00001}."
+        default_factory=dict,
+        description=(
+            "river parameters, e.g. {delta: 0.00001}: for adwin delta, clock, max_buckets, "
+            "min_window_length, grace_period; for page_hinkley min_instances, delta, "
+            "threshold, alpha (mode is up)."
+        ),
     )
 
     @model_validator(mode="after")
-    def _upward(self) -> ConceptSpec:
+    def _accepted(self) -> ConceptSpec:
         mode = self.params.get("mode", "up")
         if self.detector == "page_hinkley" and mode != "up":
             raise ValueError(
                 f"params.mode: {mode!r}; Page-Hinkley watches the loss for increases only "
                 "(mode: up): a change for the better is not a degradation"
             )
+        try:
+            _PARAMS[self.detector].model_validate(self.params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"params.{where}: {first['msg']} (for {self.detector})") from None
         return self
+
+    @property
+    def river_params(self) -> dict[str, Any]:
+        """The parameters as validated (numbers as numbers), those given only."""
+        checked = _PARAMS[self.detector].model_validate(self.params)
+        return checked.model_dump(exclude_unset=True)
 
 
 def _class_name(value: Any) -> Any:

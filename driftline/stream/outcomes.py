@@ -105,9 +105,9 @@ class OutcomeState:
             window.pane_seconds, window.panes, window.allowed_lateness + labels.horizon
         )
         concept = labels.concept
-        self.detector = (
-            None if concept is None else ConceptDriftDetector(concept.detector, concept.params)
-        )
+        self.detector = None
+        if concept is not None:
+            self.detector = ConceptDriftDetector(concept.detector, concept.river_params)
         self.policy = EpisodePolicy(monitor.spec.policy, source="performance")
         self.last_report: PerformanceReport | None = None
         self._label_feature = label_feature(self.scorer.task, len(self.scorer.classes))
