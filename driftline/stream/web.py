@@ -62,6 +62,22 @@ def problem(view: View, status: int, title: str, detail: str, **headers: str) ->
     return view.json(body, status=status, content_type=PROBLEM_JSON, headers=headers or None)
 
 
+def _stored_labels(record: Any) -> Any:
+    """A stored monitor's labels section; a 409 if it no longer validates (a monitor
+    stored before a check it fails was added: it does not run either)."""
+    try:
+        return labels_of(record)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise Problem(
+            409,
+            "Invalid stored monitor",
+            f"labels.{where}: {first['msg'].removeprefix('Value error, ')}; replace the "
+            "monitor (PUT) with a valid spec",
+        ) from None
+
+
 def _limit(request: Request, default: int = 20, most: int = 1000) -> int:
     raw = request.query.get("limit", str(default))
     if not _ID.match(raw) or not 1 <= int(raw) <= most:
@@ -492,7 +508,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
                     data,
                     name[:200],
                     datetime.now(UTC),
-                    labels_of(record),
+                    _stored_labels(record),
                 )
             except ReferenceDataError as exc:
                 raise Problem(400, "Invalid reference data", f"body: {exc}") from None
@@ -514,7 +530,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
             record = None
             if _ID.match(version) and int(version) <= MAX_ID:
                 loaded = await asyncio.to_thread(store.load_profile, model_id, int(version))
-                labels = labels_of(monitor)
+                labels = _stored_labels(monitor)
                 if loaded is not None and labels is not None and loaded[1].outcomes is None:
                     raise Problem(
                         409,

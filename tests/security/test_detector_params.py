@@ -67,3 +67,18 @@ def test_accepted_parameters_build_a_detector_that_runs(
     built = ConceptDriftDetector(spec.detector, spec.river_params)
     built.update([0.0, 1.0] * 50)
     ConceptDriftDetector.from_state(built.to_state()).update([1.0] * 10)
+
+
+def test_a_monitor_stored_before_the_check_answers_409_not_500() -> None:
+    """A monitor stored with parameters refused today does not run (the registry logs
+    and skips it); building or activating its references says why."""
+    from types import SimpleNamespace
+
+    from driftline.stream.web import Problem, _stored_labels
+
+    labels = {"task": "classification", "concept": {"params": {"bogus": 1}}}
+    stored = SimpleNamespace(spec={"labels": labels})
+    with pytest.raises(Problem) as answered:
+        _stored_labels(stored)
+    assert answered.value.status == 409
+    assert answered.value.detail.startswith("labels.concept: params.bogus: ")
