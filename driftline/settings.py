@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     api_max_upload_mb: float = Field(
         256.0, gt=0, description="Largest request body (reference files) in MiB."
     )
+    api_max_json_kb: int = Field(
+        1024,
+        ge=1,
+        description="Largest JSON request body (monitors, Alertmanager) in KiB: refused "
+        "with 413 as it arrives, never read whole.",
+    )
     api_auth: Literal["keys", "none"] = Field(
         "keys",
         description="keys: /v1 needs an API key (driftline keys create); none: open (local use).",

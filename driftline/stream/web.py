@@ -15,10 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
+from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -76,6 +77,28 @@ def _stored_labels(record: Any) -> Any:
             f"labels.{where}: {first['msg'].removeprefix('Value error, ')}; replace the "
             "monitor (PUT) with a valid spec",
         ) from None
+
+
+async def read_json_body(request: Request, limit_kb: int) -> bytes:
+    """A JSON request's body, refused with 413 past ``limit_kb`` KiB: by its declared
+    length before anything is read, else as it arrives (a chunked body has none)."""
+    raw = cast(web.Request, request)  # Faust's aiohttp driver hands aiohttp's request
+    limit = limit_kb * 1024
+    too_large = Problem(
+        413,
+        "Body too large",
+        f"body: more than {limit_kb} KiB (DRIFTLINE_API_MAX_JSON_KB)",
+        {"Connection": "close"},
+    )
+    if raw.content_length is not None and raw.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in raw.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _limit(request: Request, default: int = 20, most: int = 1000) -> int:
@@ -418,7 +441,7 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
     async def read_spec(request: Request, principal: Principal) -> MonitorSpec:
         """A monitor spec from the body: the checks ``driftline monitors apply`` makes too."""
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await read_json_body(request, settings.api_max_json_kb))
         except orjson.JSONDecodeError as exc:
             raise Problem(400, "Invalid body", f"body: not JSON ({exc})") from None
         if isinstance(body, dict) and principal.tenant not in (
@@ -607,7 +630,9 @@ def register_views(app: faust.App, service: DriftService, settings: Settings) ->
         @api("write")
         async def post(self, request: Request, principal: Principal) -> Response:
             try:
-                notification = Notification.model_validate_json(await request.read())
+                notification = Notification.model_validate_json(
+                    await read_json_body(request, settings.api_max_json_kb)
+                )
             except ValidationError as exc:
                 detail = "; ".join(
                     f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
