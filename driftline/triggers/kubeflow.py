@@ -7,10 +7,13 @@ sender looks the run up by display name, and a run found counts as delivered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import stat
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -68,13 +71,39 @@ def create_run_body(
     return body
 
 
-def bearer_token(target: KubeflowTarget) -> str | None:
-    """The token of the target, read now: a projected token file is rotated by the kubelet."""
+#: The largest token file read (a projected service-account token is about 1 KiB).
+TOKEN_FILE_MAX_BYTES = 64 * 1024
+
+
+async def bearer_token(target: KubeflowTarget) -> str | None:
+    """The token of the target, read now (a projected token file is rotated by the
+    kubelet), in a thread: the event loop never waits on a file."""
     if target.token_env is not None:
         return os.environ.get(target.token_env) or None
     if target.token_file is not None:
-        return target.token_file.read_text().strip() or None
+        return await asyncio.to_thread(read_token_file, target.token_file)
     return None
+
+
+def read_token_file(path: Path) -> str | None:
+    """A token file's text: a regular file of at most TOKEN_FILE_MAX_BYTES (opened
+    without blocking, so a FIFO or a device is refused rather than waited on).
+
+    >>> read_token_file(Path("/dev/zero"))
+    Traceback (most recent call last):
+    ...
+    ValueError: token_file /dev/zero is not a regular file
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError(f"token_file {path} is not a regular file")
+        data = os.read(descriptor, TOKEN_FILE_MAX_BYTES + 1)
+    finally:
+        os.close(descriptor)
+    if len(data) > TOKEN_FILE_MAX_BYTES:
+        raise ValueError(f"token_file {path} is larger than {TOKEN_FILE_MAX_BYTES} bytes")
+    return data.decode(errors="replace").strip() or None
 
 
 class KubeflowSender:
@@ -97,7 +126,7 @@ class KubeflowSender:
 
     async def _deliver(self, target: KubeflowTarget, delivery: DeliveryRow) -> str:
         headers = {"accept": "application/json"}
-        token = bearer_token(target)
+        token = await bearer_token(target)
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         base = str(target.endpoint).rstrip("/")
