@@ -290,7 +290,7 @@ _Count = Annotated[int, Field(ge=1, le=1_000_000_000)]
 class AdwinParams(_Strict):
     """What river's ``drift.ADWIN`` accepts, each within what it can run with."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)  # and _Strict's
 
     delta: float = Field(1e-5, gt=0, lt=1)
     clock: _Count = 1
@@ -302,7 +302,7 @@ class AdwinParams(_Strict):
 class PageHinkleyParams(_Strict):
     """What river's ``drift.PageHinkley`` accepts (``mode`` is always ``up``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)  # and _Strict's
 
     min_instances: _Count = 30
     delta: float = Field(0.05, ge=0)

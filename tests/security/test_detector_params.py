@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from driftline.detectors.concept import ConceptDriftDetector
-from driftline.schemas.monitors import ConceptSpec
+from driftline.detectors.concept import DEFAULTS, ConceptDriftDetector
+from driftline.schemas.monitors import AdwinParams, ConceptSpec, PageHinkleyParams
 
 NAMES = [
     *("delta", "clock", "max_buckets", "min_window_length", "grace_period"),
@@ -82,3 +82,11 @@ def test_a_monitor_stored_before_the_check_answers_409_not_500() -> None:
         _stored_labels(stored)
     assert answered.value.status == 409
     assert answered.value.detail.startswith("labels.concept: params.bogus: ")
+
+
+def test_the_documented_defaults_are_the_detectors_own() -> None:
+    """The parameter models' defaults (in the OpenAPI schema) are those the detector
+    uses when a parameter is not given."""
+    for kind, model in (("adwin", AdwinParams), ("page_hinkley", PageHinkleyParams)):
+        documented = model().model_dump()
+        assert {k: documented[k] for k in DEFAULTS[kind]} == DEFAULTS[kind]

@@ -69,12 +69,18 @@ def pki(tmp_path: Path) -> dict[str, Path]:
 def test_bad_security_settings_fail_at_startup_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
 ) -> None:
+    refused = refused_settings(monkeypatch, env)
+    assert message in str(refused)
+    assert "hunter2" not in str(refused)
+
+
+def refused_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ConfigError:
+    """The error loading settings from ``env`` (DRIFTLINE_KAFKA_ names without it)."""
     for name, value in env.items():
         monkeypatch.setenv(f"DRIFTLINE_KAFKA_{name}", value)
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    assert message in str(caught.value)
-    assert "hunter2" not in str(caught.value)
+    return caught.value
 
 
 def test_plaintext_by_default_changes_nothing_but_the_client_id() -> None:
@@ -188,14 +194,11 @@ def test_files_a_client_would_refuse_fail_at_startup_naming_the_variable(
         other.private_key_pem.write_to_path(str(pki["key"]))
     else:
         pki["key"].write_text("garbage\n")
-    for name, value in env.items():
-        monkeypatch.setenv(f"DRIFTLINE_KAFKA_{name}", value)
-    with pytest.raises(ConfigError) as caught:
-        load_settings()
-    assert message in str(caught.value)
-    assert "hunter2" not in str(caught.value)
-    assert caught.value.__cause__ is None  # pydantic's error, holding the input, is dropped
-    assert caught.value.__suppress_context__
+    refused = refused_settings(monkeypatch, env)
+    assert message in str(refused)
+    assert "hunter2" not in str(refused)
+    assert refused.__cause__ is None  # pydantic's error, holding the input, is dropped
+    assert refused.__suppress_context__
 
 
 def test_a_password_file_keeps_its_spaces_and_loses_its_line_ending(tmp_path: Path) -> None:
